@@ -1,0 +1,33 @@
+"""Selective state space models (Mamba): Triton kernels, a Mamba text encoder, CLIP training.
+
+Install on a CPU machine (CI, laptops):
+    pip install torch==2.13.0
+    MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE pip install --no-build-isolation -e ".[dev,peer]"
+On a GPU machine keep the CUDA build of torch you have; the range below accepts it.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="ssm-research",
+    version="0.1.0",
+    description="Triton selective-scan kernels and Mamba text encoders for image-text training",
+    packages=find_packages(include=["kernels", "kernels.*", "ssm", "ssm.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        # A range, not a pin: a CPU machine installs torch==2.13.0 (CPU build) first, a GPU
+        # machine keeps its CUDA build. Left alone, pip would fetch a multi-GB CUDA build.
+        "torch>=2.4,<2.15",
+        "triton>=3.2; platform_system == 'Linux'",
+        "einops>=0.7",
+        "numpy>=1.24",
+        "hydra-core>=1.3.2,<1.4",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "hypothesis>=6"],
+        # mamba-ssm as oracle and benchmark peer. On CPU it must be installed with
+        # MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE and --no-build-isolation.
+        "peer": ["mamba-ssm==2.3.2.post1", "transformers>=4.40", "ninja", "packaging"],
+        "sweeps": ["hydra-optuna-sweeper>=1.2", "hydra-submitit-launcher>=1.2",
+                   "hydra-joblib-launcher>=1.2"],
+    },
+)

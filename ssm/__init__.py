@@ -1,0 +1,1 @@
+"""Models, data, training and evaluation built on the kernels in ``kernels/``."""

@@ -1,0 +1,33 @@
+"""Session-wide test settings, applied before anything imports triton.
+
+Without CUDA, Triton kernels run through Triton's CPU interpreter (TRITON_INTERPRET=1), with
+its per-element scan swapped for a vectorised one (see triton_interpreter.py). Kernel output
+buffers are filled with NaN, so an element a kernel forgets to write fails the comparison.
+"""
+import os
+
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("KERNELS_POISON_OUTPUTS", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    from triton_interpreter import install_fast_scan
+
+    install_fast_scan()
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords and not HAS_CUDA:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def device():
+    return "cuda" if HAS_CUDA else "cpu"
