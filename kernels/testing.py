@@ -71,7 +71,10 @@ def make_inputs(case: ScanCase, device="cpu", generator=None) -> dict:
         "C": rand(*bc_shape),
         "D": rand(d, dtype=param) if case.D else None,
         "z": rand(b, d, l) if case.z else None,
-        "delta_bias": rand(d, dtype=param, scale=0.3) if case.delta_bias else None,
+        # Without softplus dt = delta + delta_bias must stay positive, so the bias does too;
+        # with softplus a signed bias exercises both sides of softplus's knee.
+        "delta_bias": (rand(d, dtype=param, scale=0.3, normal=case.delta_softplus)
+                       if case.delta_bias else None),
         "delta_softplus": case.delta_softplus,
         "return_last_state": case.return_last_state,
         "initial_state": rand(b, d, n, dtype=param) if case.initial_state else None,
@@ -164,3 +167,18 @@ def pairwise_option_sets():
         rows.append(best)
         pairs_needed -= covered(best)
     return [{OPTIONS[i] for i, v in enumerate(row) if v} for row in rows]
+
+
+def scan_grid(lengths=(1, 7, 64, 130, 373), groups=(0, 2), b=2, d=4, n=3):
+    """The correctness grid: every length and group layout; float32 with pairwise-covering
+    option sets, float16 and bfloat16 with all options on and all off."""
+    option_sets = pairwise_option_sets()
+    cases = []
+    for l in lengths:
+        for g in groups:
+            base = ScanCase(b=b, d=d, l=l, n=n, g=g)
+            cases += [base.with_options(on) for on in option_sets]
+            for dtype in (torch.float16, torch.bfloat16):
+                cases += [replace(base, dtype=dtype).with_options(on)
+                          for on in (option_sets[0], set())]
+    return cases

@@ -31,3 +31,13 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def device():
     return "cuda" if HAS_CUDA else "cpu"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Worst relative error per oracle and dtype over the selective-scan checks that ran."""
+    worst = getattr(__import__("sys").modules.get("scan_checks"), "WORST_ERRORS", None)
+    if not worst:
+        return
+    terminalreporter.section("selective scan: worst relative error")
+    for (oracle, dtype), (value, name, label) in sorted(worst.items()):
+        terminalreporter.write_line(f"{oracle:>10} {dtype:>9}: {value:.2e} ({name}, {label})")

@@ -12,28 +12,12 @@ from kernels import selective_scan_fn, selective_scan_ref
 from kernels.selective_scan.triton_common import LaunchConfig
 from kernels.selective_scan.triton_scan import triton_selective_scan
 from kernels.selective_scan.validation import check_scan_inputs
-from kernels.testing import (ScanCase, compare_to_reference, make_inputs, pairwise_option_sets,
-                             relative_error, run_with_grads)
+from kernels.testing import (ScanCase, compare_to_reference, make_inputs, relative_error,
+                             run_with_grads, scan_grid)
 from scan_checks import assert_close, mamba_comparable, without_extensions
 
-LENGTHS = (1, 7, 64, 130, 373)
-GROUPS = (0, 2)  # 0: B, C as (b, n, l); 2: (b, 2, n, l)
 triton_scan = functools.partial(selective_scan_fn, backend="triton")
-
-
-def _grid():
-    cases = []
-    for l in LENGTHS:
-        for g in GROUPS:
-            for on in pairwise_option_sets():
-                cases.append(ScanCase(l=l, g=g).with_options(on))
-            for dtype in (torch.float16, torch.bfloat16):
-                cases.append(ScanCase(l=l, g=g, dtype=dtype).with_options(pairwise_option_sets()[0]))
-                cases.append(ScanCase(l=l, g=g, dtype=dtype).with_options(set()))
-    return cases
-
-
-GRID = _grid()
+GRID = scan_grid()
 
 
 @pytest.mark.parametrize("case", GRID, ids=[c.label for c in GRID])
@@ -141,3 +125,34 @@ def test_gradient_through_last_state_only(device, generator):
     assert {"u", "delta", "A", "B", "initial_state"} <= set(errors)
     assert float(grads["z"].abs().max()) == 0.0 and float(grads["D"].abs().max()) == 0.0
     assert_close(errors, case)
+
+
+@pytest.mark.slow
+def test_long_sequence_many_blocks(device, generator):
+    """A Mamba-like call: l = 1024 over 16 chunks, n = 16, several d-blocks per group."""
+    case = ScanCase(b=2, d=16, l=1024, n=16, g=2, seq_lens=True)
+    assert_close(compare_to_reference(triton_scan, selective_scan_ref, case, device, generator),
+                 case)
+
+
+@pytest.mark.slow
+def test_unpatched_interpreter_scan_agrees(device, generator):
+    """The same kernel under Triton's own element-by-element interpreter scan."""
+    import os
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("interpreter only")
+    from triton_interpreter import install_fast_scan, uninstall_fast_scan
+    case = ScanCase(b=1, d=2, l=40, n=3, g=0, seq_lens=True, reverse=True)
+    uninstall_fast_scan()
+    try:
+        errors = compare_to_reference(triton_scan, selective_scan_ref, case, device, generator)
+    finally:
+        install_fast_scan()
+    assert_close(errors, case)
+
+
+@pytest.mark.gpu
+def test_auto_backend_on_cuda_is_triton(generator):
+    kwargs = make_inputs(ScanCase(l=33), device="cuda", generator=generator)
+    auto = selective_scan_fn(**kwargs, backend="auto")
+    torch.testing.assert_close(auto, triton_scan(**kwargs), rtol=0, atol=0)

@@ -1,0 +1,1 @@
+"""Benchmarks: kernel timings against the roofline, with a correctness check first."""
