@@ -175,5 +175,5 @@ def format_table(rows: list[dict], title: str) -> str:
                          f"skipped: {r['skipped']} | | |")
         else:
             lines.append(f"| {r['backend']} | {r['mode']} | {dims} | {r['dtype']} | "
-                         f"{r['median_ms']:.3f} | {r["gb_per_s"]:.3g} | {r["x_floor"]:.3g} |")
+                         f"{r['median_ms']:.3f} | {r['gb_per_s']:.3g} | {r['x_floor']:.3g} |")
     return "\n".join(lines)
