@@ -1,9 +1,7 @@
 """Selective state space models (Mamba): Triton kernels, a Mamba text encoder, CLIP training.
 
-Install on a CPU machine (CI, laptops):
-    pip install torch==2.13.0
-    MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE pip install --no-build-isolation -e ".[dev,peer]"
-On a GPU machine keep the CUDA build of torch you have; the range below accepts it.
+Install on a CPU machine (CI, laptops): see the README's install lines. On a GPU machine
+keep the CUDA build of torch you have; the range below accepts it.
 """
 from setuptools import find_packages, setup
 
@@ -12,6 +10,7 @@ setup(
     version="0.1.0",
     description="Triton selective-scan kernels and Mamba text encoders for image-text training",
     packages=find_packages(include=["kernels", "kernels.*", "ssm", "ssm.*"]),
+    package_data={"kernels.selective_scan": ["*.cpp"]},
     python_requires=">=3.10",
     install_requires=[
         # A range, not a pin: a CPU machine installs torch==2.13.0 (CPU build) first, a GPU
@@ -21,12 +20,15 @@ setup(
         "einops>=0.7",
         "numpy>=1.24",
         "hydra-core>=1.3.2,<1.4",
+        # torch.utils.cpp_extension builds the fast CPU scan with ninja, once, on first use.
+        "ninja",
     ],
     extras_require={
-        "dev": ["pytest>=8", "hypothesis>=6"],
-        # mamba-ssm as oracle and benchmark peer. On CPU it must be installed with
-        # MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE and --no-build-isolation.
-        "peer": ["mamba-ssm==2.3.2.post1", "transformers>=4.40", "ninja", "packaging"],
+        # transformers: mamba-ssm's modules import it, and the tests use mamba-ssm as oracle.
+        "dev": ["pytest>=8", "hypothesis>=6", "transformers>=4.40", "packaging"],
+        # mamba-ssm with its CUDA kernels, for a GPU machine (a long compile). On CPU install
+        # it the lean way instead (README): --no-deps, no CUDA build, no build isolation.
+        "peer": ["mamba-ssm==2.3.2.post1"],
         "sweeps": ["hydra-optuna-sweeper>=1.2", "hydra-submitit-launcher>=1.2",
                    "hydra-joblib-launcher>=1.2"],
     },

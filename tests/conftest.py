@@ -39,5 +39,6 @@ def pytest_terminal_summary(terminalreporter):
     if not worst:
         return
     terminalreporter.section("selective scan: worst relative error")
-    for (oracle, dtype), (value, name, label) in sorted(worst.items()):
-        terminalreporter.write_line(f"{oracle:>10} {dtype:>9}: {value:.2e} ({name}, {label})")
+    for (backend, oracle, dtype), (value, name, label) in sorted(worst.items()):
+        terminalreporter.write_line(
+            f"{backend:>9} vs {oracle:<9} {dtype:>9}: {value:.2e} ({name}, {label})")

@@ -6,7 +6,7 @@ import torch
 from .reference import reference_scan
 from .validation import check_scan_inputs
 
-BACKENDS = ("auto", "triton", "reference")
+BACKENDS = ("auto", "triton", "cpu", "reference")
 
 
 def selective_scan_fn(
@@ -28,8 +28,10 @@ def selective_scan_fn(
         seq_lens: (b,) long, each row's real length; padded positions keep the state and
             output 0, and last_state is taken at each row's true end.
         reverse: run from each row's true end back to position 0.
-        backend: "triton" (CUDA, or CPU under TRITON_INTERPRET=1), "reference" (the
-            readable loop), or "auto" (triton on CUDA for 16/32-bit inputs, else reference).
+        backend: "triton" (CUDA, or CPU under TRITON_INTERPRET=1), "cpu" (compiled loop,
+            CPU tensors), "reference" (the readable loop), or "auto" (triton on CUDA for
+            16/32-bit inputs, reference for float64 on CUDA, cpu on CPU; the reference
+            with a warning where the cpu extension can't be built).
 
     Returns:
         out (b, d, l) in u's dtype; with ``return_last_state`` also last_state (b, d, n),
@@ -42,6 +44,10 @@ def selective_scan_fn(
     if chosen == "reference":
         out, last_state = reference_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                          initial_state, seq_lens, reverse)
+    elif chosen == "cpu":
+        from .cpu import cpu_selective_scan
+        out, last_state = cpu_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                             initial_state, seq_lens, reverse)
     else:
         from .triton_scan import triton_selective_scan
         out, last_state = triton_selective_scan(u, delta, A, B, C, D, z, delta_bias,
@@ -56,7 +62,15 @@ def _resolve_backend(backend, *tensors) -> str:
     u = tensors[0]
     has_float64 = any(x is not None and x.dtype == torch.float64 for x in tensors)
     if backend == "auto":
-        return "triton" if (u.is_cuda and not has_float64 and _triton_available()) else "reference"
+        if u.is_cuda:
+            return "triton" if (not has_float64 and _triton_available()) else "reference"
+        from . import cpu
+        if u.device.type == "cpu" and cpu.available():
+            return "cpu"
+        cpu.warn_unavailable_once()
+        return "reference"
+    if backend == "cpu" and u.device.type != "cpu":
+        raise ValueError(f"backend='cpu' needs CPU tensors; u is on {u.device}")
     if backend == "triton":
         if not _triton_available():
             raise ModuleNotFoundError("backend='triton' needs the triton package (Linux only)")

@@ -14,7 +14,7 @@ from kernels.selective_scan.triton_scan import triton_selective_scan
 from kernels.selective_scan.validation import check_scan_inputs
 from kernels.testing import (ScanCase, compare_to_reference, make_inputs, relative_error,
                              run_with_grads, scan_grid)
-from scan_checks import assert_close, mamba_comparable, without_extensions
+from scan_checks import assert_close, check_against_oracles, mamba_comparable
 
 triton_scan = functools.partial(selective_scan_fn, backend="triton")
 GRID = scan_grid()
@@ -22,26 +22,8 @@ GRID = scan_grid()
 
 @pytest.mark.parametrize("case", GRID, ids=[c.label for c in GRID])
 def test_matches_reference_and_mamba(case, device, generator, request):
-    kwargs = make_inputs(case, device=device, generator=generator)
-    (out, last), grads, g_out, g_last = run_with_grads(triton_scan, kwargs)
-    assert out.dtype == case.dtype and out.shape == (case.b, case.d, case.l)
-    if case.return_last_state:
-        assert last.dtype == torch.float32 and last.shape == (case.b, case.d, case.n)
-    for name, g in grads.items():
-        assert g.dtype == kwargs[name].dtype and g.shape == kwargs[name].shape, name
-
-    oracles = {"reference": selective_scan_ref}
-    if mamba_comparable(case):
-        oracles["mamba_ssm"] = without_extensions(request.getfixturevalue("mamba_ref"))
-    for oracle_name, oracle in oracles.items():
-        # mamba-ssm's ref computes in float32 and can't mix in float64 tensors.
-        (ref_out, ref_last), ref_grads, _, _ = run_with_grads(
-            oracle, kwargs, g_out, g_last, upcast=oracle_name == "reference")
-        errors = {"out": relative_error(out, ref_out)}
-        if case.return_last_state:
-            errors["last_state"] = relative_error(last, ref_last)
-        errors.update({f"grad_{k}": relative_error(g, ref_grads[k]) for k, g in grads.items()})
-        assert_close(errors, case, oracle_name)
+    mamba_ref = request.getfixturevalue("mamba_ref") if mamba_comparable(case) else None
+    check_against_oracles(triton_scan, case, device, generator, mamba_ref, "triton")
 
 
 # Block sizes forced small, so one group spans several d-blocks (gB, gC atomics collide),
@@ -67,14 +49,14 @@ def test_forced_block_sizes(case, config, device, generator):
         return out, last
 
     errors = compare_to_reference(scan, selective_scan_ref, case, device, generator)
-    assert_close(errors, case)
+    assert_close(errors, case, backend="triton")
 
 
 @pytest.mark.parametrize("n", [1, 16, 33])
 def test_state_sizes(n, device, generator):
     case = ScanCase(b=1, d=2, l=20, n=n, g=0)
-    assert_close(compare_to_reference(triton_scan, selective_scan_ref, case, device, generator),
-                 case)
+    errors = compare_to_reference(triton_scan, selective_scan_ref, case, device, generator)
+    assert_close(errors, case, backend="triton")
 
 
 def test_non_contiguous_inputs(device, generator):
@@ -94,7 +76,7 @@ def test_non_contiguous_inputs(device, generator):
                                                           g_last, upcast=True)
     errors = {"out": relative_error(out, ref_out), "last": relative_error(last, ref_last)}
     errors.update({k: relative_error(g, ref_grads[k]) for k, g in grads.items()})
-    assert_close(errors, case)
+    assert_close(errors, case, backend="triton")
 
 
 def test_no_grad_forward_matches(device, generator):
@@ -124,15 +106,15 @@ def test_gradient_through_last_state_only(device, generator):
     errors = {k: relative_error(g, ref_grads[k]) for k, g in grads.items() if ref_grads[k] is not None}
     assert {"u", "delta", "A", "B", "initial_state"} <= set(errors)
     assert float(grads["z"].abs().max()) == 0.0 and float(grads["D"].abs().max()) == 0.0
-    assert_close(errors, case)
+    assert_close(errors, case, backend="triton")
 
 
 @pytest.mark.slow
 def test_long_sequence_many_blocks(device, generator):
     """A Mamba-like call: l = 1024 over 16 chunks, n = 16, several d-blocks per group."""
     case = ScanCase(b=2, d=16, l=1024, n=16, g=2, seq_lens=True)
-    assert_close(compare_to_reference(triton_scan, selective_scan_ref, case, device, generator),
-                 case)
+    errors = compare_to_reference(triton_scan, selective_scan_ref, case, device, generator)
+    assert_close(errors, case, backend="triton")
 
 
 @pytest.mark.slow
@@ -148,7 +130,7 @@ def test_unpatched_interpreter_scan_agrees(device, generator):
         errors = compare_to_reference(triton_scan, selective_scan_ref, case, device, generator)
     finally:
         install_fast_scan()
-    assert_close(errors, case)
+    assert_close(errors, case, backend="triton")
 
 
 @pytest.mark.gpu
