@@ -1,4 +1,7 @@
 """Public kernel ops. Imports torch, triton and einops only; never ssm/."""
+from .causal_conv1d import causal_conv1d_fn, causal_conv1d_update
 from .selective_scan import selective_scan_fn, selective_scan_ref
+from .state_update import selective_state_update
 
-__all__ = ["selective_scan_fn", "selective_scan_ref"]
+__all__ = ["causal_conv1d_fn", "causal_conv1d_update", "selective_scan_fn",
+           "selective_scan_ref", "selective_state_update"]

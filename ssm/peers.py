@@ -35,3 +35,13 @@ def mamba_selective_scan_cuda() -> Optional[Callable]:
     """mamba-ssm's CUDA ``selective_scan_fn``, or None without its compiled extension."""
     interface, has_cuda_kernel = _import_interface()
     return interface.selective_scan_fn if (interface is not None and has_cuda_kernel) else None
+
+
+def mamba_selective_state_update_ref() -> Optional[Callable]:
+    """mamba-ssm's one-step ``selective_state_update_ref``, or None if not installed."""
+    _import_interface()
+    try:
+        from mamba_ssm.ops.triton.selective_state_update import selective_state_update_ref
+    except ImportError:
+        return None
+    return selective_state_update_ref

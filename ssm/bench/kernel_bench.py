@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import torch
 
 from kernels import selective_scan_fn, selective_scan_ref
+from kernels.selective_scan import cpu as cpu_extension
 from kernels.testing import (TOLERANCE, ScanCase, compare_to_reference, make_inputs, scan_grid,
                              tensor_inputs)
 from ssm.bench import roofline
@@ -44,8 +45,10 @@ class BenchShape:
 def available_backends(device: torch.device) -> dict[str, Optional[Callable]]:
     """name -> scan function with mamba-ssm's signature, or None where it can't run here."""
     on_cuda = device.type == "cuda"
+    on_cpu = device.type == "cpu" and cpu_extension.available()
     return {
         "triton": functools.partial(selective_scan_fn, backend="triton") if on_cuda else None,
+        "cpu": functools.partial(selective_scan_fn, backend="cpu") if on_cpu else None,
         "reference": functools.partial(selective_scan_fn, backend="reference"),
         "mamba_ref": mamba_selective_scan_ref(),
         "mamba_cuda": mamba_selective_scan_cuda() if on_cuda else None,
@@ -163,17 +166,22 @@ def write_csv(rows: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
-def format_table(rows: list[dict], title: str) -> str:
-    """A Markdown table of the rows; x floor is median time over the roofline floor."""
+def format_table(rows: list[dict], title: str, peer: str = "mamba_ref") -> str:
+    """A Markdown table of the rows. x floor: median time over the roofline floor;
+    vs peer: how many times faster than ``peer`` on the same shape and mode."""
+    peer_ms = {(r["mode"], r["b"], r["d"], r["l"], r["n"], r["dtype"]): r["median_ms"]
+               for r in rows if r["backend"] == peer and "skipped" not in r}
     lines = [f"### {title}", "",
-             "| backend | mode | (b, d, l, n) | dtype | median ms | GB/s | x floor |",
-             "|---|---|---|---|---:|---:|---:|"]
+             f"| backend | mode | (b, d, l, n) | dtype | median ms | GB/s | x floor | vs {peer} |",
+             "|---|---|---|---|---:|---:|---:|---:|"]
     for r in rows:
         dims = f"({r['b']}, {r['d']}, {r['l']}, {r['n']})"
+        head = f"| {r['backend']} | {r['mode']} | {dims} | {r['dtype']} |"
         if "skipped" in r:
-            lines.append(f"| {r['backend']} | {r['mode']} | {dims} | {r['dtype']} | "
-                         f"skipped: {r['skipped']} | | |")
-        else:
-            lines.append(f"| {r['backend']} | {r['mode']} | {dims} | {r['dtype']} | "
-                         f"{r['median_ms']:.3f} | {r['gb_per_s']:.3g} | {r['x_floor']:.3g} |")
+            lines.append(f"{head} skipped: {r['skipped']} | | | |")
+            continue
+        ref = peer_ms.get((r["mode"], r["b"], r["d"], r["l"], r["n"], r["dtype"]))
+        speedup = f"{ref / r['median_ms']:.3g}x" if ref else ""
+        lines.append(f"{head} {r['median_ms']:.3f} | {r['gb_per_s']:.3g} | {r['x_floor']:.3g} |"
+                     f" {speedup} |")
     return "\n".join(lines)

@@ -25,6 +25,7 @@ def test_default_bench_runs_on_cpu(tmp_path):
     assert by_backend[("triton", "fwd")]["skipped"] == "not available here"
     ref = by_backend[("reference", "fwd+bwd")]
     assert ref["median_ms"] > 0 and ref["gb_per_s"] > 0 and ref["x_floor"] >= 1.0
+    assert by_backend[("cpu", "fwd")]["median_ms"] > 0
     with open(tmp_path / "kernel_bench.csv") as f:
         written = list(csv.DictReader(f))
     assert len(written) == len(rows) and written[0]["backend"] == "triton"
@@ -36,6 +37,12 @@ def test_gpu_quick_preset_composes():
     assert cfg.device == "cuda" and cfg.check.enabled
     assert {"b": 8, "d": 1536, "l": 2048, "n": 16, "dtype": "bfloat16", "z": True} in cfg.shapes
     assert "triton" in cfg.backends and "mamba_cuda" in cfg.backends
+
+
+def test_cpu_targets_preset_composes():
+    cfg = _compose("+preset=cpu_targets")
+    assert cfg.device == "cpu" and list(cfg.backends) == ["cpu", "reference", "mamba_ref"]
+    assert {"b": 2, "d": 512, "l": 1024, "n": 16, "dtype": "float32", "z": True} in cfg.shapes
 
 
 def test_bad_settings_are_named(tmp_path):
