@@ -15,7 +15,6 @@ pre-softplus argument, z and the pre-gate output y (all (b, d, l)), B and C as
 from __future__ import annotations
 
 import hashlib
-import os
 import platform
 import sys
 import warnings

@@ -1,4 +1,4 @@
-"""Public selective-scan op: validation, backend dispatch and the Triton autograd.Function."""
+"""Public selective-scan op: validation once, then dispatch to a backend."""
 from __future__ import annotations
 
 import torch
@@ -21,7 +21,7 @@ def selective_scan_fn(
         y_t = <C_t, h_t> [+ D u_t];  out_t = y_t [* silu(z_t)]
 
     Args:
-        u, delta: (b, d, l), float16/bfloat16/float32 (float64 on the reference backend).
+        u, delta: (b, d, l), float16/bfloat16/float32 (also float64 on cpu and reference).
         A: (d, n), real. B, C: (b, n, l) or (b, g, n, l) with d % g == 0.
         D, delta_bias: (d,). z: (b, d, l).
         initial_state: (b, d, n), the state before the first processed step.
@@ -35,8 +35,8 @@ def selective_scan_fn(
 
     Returns:
         out (b, d, l) in u's dtype; with ``return_last_state`` also last_state (b, d, n),
-        float32 (float64 on the reference backend for float64 inputs). Gradients flow to
-        every tensor input, last_state included.
+        float32 (float64 when an input is float64). Gradients flow to every tensor input,
+        through last_state too.
     """
     dims = check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                              return_last_state, initial_state, seq_lens, reverse)
