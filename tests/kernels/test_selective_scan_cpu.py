@@ -59,3 +59,32 @@ def test_rejects_non_cpu_tensors():
     kw = make_inputs(ScanCase(l=4), device="meta")
     with pytest.raises(ValueError, match="backend='cpu' needs CPU tensors"):
         selective_scan_fn(**kw, backend="cpu")
+
+
+def test_without_a_compiler_auto_warns_and_uses_the_reference(tmp_path):
+    """A machine whose C++ compiler fails: a clear warning, then correct (slow) results."""
+    import os
+    import subprocess
+    import sys
+    script = (
+        "import warnings, torch\n"
+        "from kernels import selective_scan_fn, selective_scan_ref\n"
+        "from kernels.testing import ScanCase, make_inputs\n"
+        "kw = make_inputs(ScanCase(l=5))\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    out = selective_scan_fn(**kw)\n"
+        "assert any('could not be built' in str(w.message) for w in caught), caught\n"
+        "torch.testing.assert_close(out[0], selective_scan_ref(**kw)[0])\n"
+        "try:\n"
+        "    selective_scan_fn(**kw, backend='cpu')\n"
+        "except RuntimeError as e:\n"
+        "    assert 'could not be built' in str(e)\n"
+        "else:\n"
+        "    raise AssertionError('backend=cpu should raise without a compiler')\n"
+    )
+    env = {**os.environ, "CXX": "false", "TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "compiling the CPU selective scan" in result.stderr

@@ -52,7 +52,7 @@ def test_forced_block_sizes(case, config, device, generator):
     assert_close(errors, case, backend="triton")
 
 
-@pytest.mark.parametrize("n", [1, 16, 33])
+@pytest.mark.parametrize("n", [1, 16, 33, 256])
 def test_state_sizes(n, device, generator):
     case = ScanCase(b=1, d=2, l=20, n=n, g=0)
     errors = compare_to_reference(triton_scan, selective_scan_ref, case, device, generator)
