@@ -30,12 +30,15 @@ CASES = [(b, d, l, w, act, bias, dtype)
     (2, 8, 50, 4, "silu", True, torch.bfloat16), (1, 4, 20, 3, None, True, torch.float16)]
 
 
+@pytest.mark.parametrize("backend", ["triton", "cpu"])
 @pytest.mark.parametrize("b,d,l,w,act,bias,dtype", CASES)
-def test_triton_matches_reference(b, d, l, w, act, bias, dtype, device):
+def test_fast_paths_match_reference(b, d, l, w, act, bias, dtype, backend, device):
+    if backend == "cpu":
+        device = "cpu"
     x, weight, bias_t = _inputs(b, d, l, w, dtype, device, bias)
     g_out = torch.randn(b, d, l, dtype=torch.float64, device=device)
-    triton_fn = lambda *a: causal_conv1d_fn(*a, backend="triton")  # noqa: E731
-    out, grads = _grads(triton_fn, x, weight, bias_t, act, g_out)
+    fast = lambda *a: causal_conv1d_fn(*a, backend=backend)  # noqa: E731
+    out, grads = _grads(fast, x, weight, bias_t, act, g_out)
     ref_out, ref_grads = _grads(causal_conv1d_ref, x, weight, bias_t, act, g_out, upcast=True)
     tol = TOLERANCE[dtype]
     assert out.dtype == dtype and relative_error(out, ref_out) < tol

@@ -1,0 +1,158 @@
+"""Text encoders: causal Mamba, bidirectional Mamba and a CLIP-style Transformer.
+
+All take right-padded byte tokens and their mask and return one feature per caption:
+    forward(tokens (b, l) long, mask (b, l) bool) -> (b, width)
+``forward_tokens`` gives the per-token states (b, l, width) after the final norm (for the
+ITM head and, on causal encoders, the tied LM head); ``pool`` turns them into (b, width).
+Padding never changes a real token's state: the Mamba scans stop at each row's length,
+and attention is causal.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ssm.modules import Mamba, RMSNorm, TransformerBlock
+
+
+class TextEncoder(nn.Module):
+    """Shared checks, embedding and pooling. Subclasses define ``_states``."""
+
+    causal: bool = True  # whether a token's state depends only on the tokens before it
+
+    def __init__(self, vocab_size: int, width: int):
+        super().__init__()
+        if vocab_size < 1 or width < 1:
+            raise ValueError(f"vocab_size and width must be >= 1, got {vocab_size}, {width}")
+        self.vocab_size, self.width = vocab_size, width
+        self.embed = nn.Embedding(vocab_size, width)
+        nn.init.normal_(self.embed.weight, std=0.02)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """tokens (b, l) long, mask (b, l) bool -> (b, width)."""
+        return self.pool(self.forward_tokens(tokens, mask), mask)
+
+    def forward_tokens(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Per-token states (b, l, width); rows at padded positions carry no meaning."""
+        lengths = self.check_tokens(tokens, mask)
+        return self._states(tokens, lengths)
+
+    def pool(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The last real token's state (causal encoders: it has read the whole caption)."""
+        last = mask.sum(1) - 1
+        return states[torch.arange(states.shape[0], device=states.device), last]
+
+    def check_tokens(self, tokens, mask) -> torch.Tensor:
+        """Validate a batch; returns the lengths (b,) long."""
+        if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"tokens must be an integer tensor (b, l), got "
+                            f"{getattr(tokens, 'dtype', type(tokens).__name__)}")
+        if tokens.dim() != 2 or tokens.shape[1] == 0:
+            raise ValueError(f"tokens must have shape (b, l) with l >= 1, got {tuple(tokens.shape)}")
+        if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(tokens.shape):
+            raise ValueError(f"mask must have the tokens' shape {tuple(tokens.shape)}, got "
+                             f"{tuple(getattr(mask, 'shape', ()))}")
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
+        lo, hi = int(tokens.min()), int(tokens.max())
+        if lo < 0 or hi >= self.vocab_size:
+            raise ValueError(f"token ids must lie in [0, vocab_size={self.vocab_size}), "
+                             f"got values in [{lo}, {hi}]")
+        lengths = mask.sum(1)
+        if int(lengths.min()) == 0:
+            empty = torch.nonzero(lengths == 0).flatten().tolist()
+            raise ValueError(f"mask has all-padding rows {empty}: every caption needs a token")
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        if not torch.equal(mask, positions[None, :] < lengths[:, None]):
+            raise ValueError("mask must be right-padded: True on a prefix of each row")
+        return lengths
+
+    def _states(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class MambaTextEncoder(TextEncoder):
+    """Causal Mamba stack: embed -> [x + Mamba(RMSNorm(x))] * depth -> RMSNorm.
+    Pools the last real token."""
+
+    def __init__(self, vocab_size: int = 259, width: int = 256, depth: int = 4,
+                 d_state: int = 16, d_conv: int = 4, expand: int = 2, backend: str = "auto"):
+        super().__init__(vocab_size, width)
+        self.norms = nn.ModuleList(RMSNorm(width) for _ in range(depth))
+        self.mixers = nn.ModuleList(Mamba(width, d_state, d_conv, expand, backend=backend)
+                                    for _ in range(depth))
+        self.norm_f = RMSNorm(width)
+
+    def _states(self, tokens, lengths):
+        h = self.embed(tokens)
+        for norm, mixer in zip(self.norms, self.mixers):
+            h = h + mixer(norm(h), seq_lens=lengths)
+        return self.norm_f(h)
+
+
+class BiMambaTextEncoder(TextEncoder):
+    """Bidirectional Mamba: each layer adds a forward and a reverse mixer's outputs; the
+    reverse one starts at each caption's true end. Mean-pools the real tokens."""
+
+    causal = False
+
+    def __init__(self, vocab_size: int = 259, width: int = 256, depth: int = 2,
+                 d_state: int = 16, d_conv: int = 4, expand: int = 2, backend: str = "auto"):
+        super().__init__(vocab_size, width)
+        self.norms = nn.ModuleList(RMSNorm(width) for _ in range(depth))
+        self.forward_mixers = nn.ModuleList(Mamba(width, d_state, d_conv, expand, backend=backend)
+                                            for _ in range(depth))
+        self.reverse_mixers = nn.ModuleList(Mamba(width, d_state, d_conv, expand, backend=backend)
+                                            for _ in range(depth))
+        self.norm_f = RMSNorm(width)
+
+    def _states(self, tokens, lengths):
+        h = self.embed(tokens)
+        for norm, fwd, rev in zip(self.norms, self.forward_mixers, self.reverse_mixers):
+            x = norm(h)
+            h = h + fwd(x, seq_lens=lengths) + rev(x, seq_lens=lengths, reverse=True)
+        return self.norm_f(h)
+
+    def pool(self, states, mask):
+        weights = mask.to(states.dtype)[..., None]                      # (b, l, 1)
+        return (states * weights).sum(1) / weights.sum(1)
+
+
+class TransformerTextEncoder(TextEncoder):
+    """CLIP's text tower: token + learned position embeddings, causal pre-norm blocks,
+    final LayerNorm; pools at the end-of-text token (the last real token)."""
+
+    def __init__(self, vocab_size: int = 259, width: int = 256, depth: int = 2, heads: int = 4,
+                 max_length: int = 1024, mlp_ratio: float = 4.0):
+        super().__init__(vocab_size, width)
+        self.max_length = max_length
+        self.pos_embed = nn.Parameter(torch.randn(max_length, width) * 0.01)
+        self.blocks = nn.ModuleList(TransformerBlock(width, heads, mlp_ratio)
+                                    for _ in range(depth))
+        self.norm_f = nn.LayerNorm(width)
+
+    def _states(self, tokens, lengths):
+        l = tokens.shape[1]
+        if l > self.max_length:
+            raise ValueError(f"tokens have length {l} > max_length={self.max_length} of this "
+                             "encoder's position table")
+        h = self.embed(tokens) + self.pos_embed[:l]
+        for block in self.blocks:
+            h = block(h, causal=True)
+        return self.norm_f(h)
+
+
+def parameter_count(module: nn.Module) -> int:
+    """Trainable parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def parameter_report(encoders: dict, tolerance: float = 0.10) -> tuple[str, bool]:
+    """A Markdown table of parameter counts, and whether all lie within ``tolerance`` of
+    the largest (the bar for a fair encoder comparison)."""
+    counts = {name: parameter_count(enc) for name, enc in encoders.items()}
+    largest = max(counts.values())
+    lines = ["| encoder | parameters | vs largest |", "|---|---:|---:|"]
+    lines += [f"| {name} | {count:,} | {count / largest:.1%} |" for name, count in counts.items()]
+    matched = all(count >= (1 - tolerance) * largest for count in counts.values())
+    return "\n".join(lines), matched
