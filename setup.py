@@ -20,6 +20,10 @@ setup(
         "einops>=0.7",
         "numpy>=1.24",
         "hydra-core>=1.3.2,<1.4",
+        "pillow>=10.0",
+        "webdataset>=0.2.86",
+        "wandb>=0.19",
+        "tqdm>=4.60",
         # torch.utils.cpp_extension builds the fast CPU scan with ninja, once, on first use.
         "ninja",
     ],

@@ -7,6 +7,7 @@ Terms: ``itc`` (CLIP InfoNCE), ``siglip`` (sigmoid loss; needs the model's logit
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -76,3 +77,12 @@ class Objective(nn.Module):
         negative = torch.cat([model.itm_logits(states[hard_text], mask[hard_text], patches),
                               model.itm_logits(states, mask, patches[hard_image])])
         return losses.itm_loss(positive, negative)
+
+
+def model_options(objective: Objective) -> dict:
+    """CLIP keyword arguments the objective's terms need: the heads they use, and for
+    SigLIP its logit initialisation (scale ln 10, bias -10)."""
+    options = {"itm_head": objective.weights["itm"] > 0, "lm_head": objective.weights["lm"] > 0}
+    if objective.weights["siglip"] > 0:
+        options.update(init_logit_scale=math.log(10.0), init_logit_bias=-10.0)
+    return options

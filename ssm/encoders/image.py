@@ -6,6 +6,8 @@ per-location features (b, p, width) for an image-text matching head to cross-att
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from einops import rearrange
 from torch import Tensor, nn
@@ -101,10 +103,14 @@ class ConvNetImageEncoder(nn.Module):
     min_size = 16
 
     def __init__(self, width: int = 192, channels: tuple[int, ...] = (32, 64, 128),
-                 norm_groups: int = 8):
+                 norm_groups: int = 8, pool: str = "mean", image_size: Optional[int] = None):
         super().__init__()
         if len(channels) == 0:
             raise ValueError("channels must name at least one stage")
+        if pool not in ("mean", "flatten"):
+            raise ValueError(f"pool must be 'mean' or 'flatten', got {pool!r}")
+        if pool == "flatten" and not (isinstance(image_size, int) and image_size >= self.min_size):
+            raise ValueError(f"pool='flatten' needs image_size >= {self.min_size}, got {image_size!r}")
         for c in channels:
             if c % norm_groups != 0:
                 raise ValueError(f"every entry of channels = {tuple(channels)} must be divisible "
@@ -120,6 +126,12 @@ class ConvNetImageEncoder(nn.Module):
             c_in = c
         self.features = nn.Sequential(*layers)
         self.proj = nn.Conv2d(c_in, width, kernel_size=1)
+        self.pool, self.image_size = pool, image_size
+        if pool == "flatten":
+            # Every location keeps its own weights, so the pooled feature knows where
+            # things are (a mean over locations forgets it; captions speak of positions).
+            side = -(-image_size // 2 ** len(channels))
+            self.flatten_proj = nn.Linear(side * side * width, width)
         self.pool_norm = nn.LayerNorm(width)
 
     def _check(self, images: Tensor) -> None:
@@ -131,11 +143,19 @@ class ConvNetImageEncoder(nn.Module):
     def encode(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Pooled (b, width) and per-location (b, p, width) features of images (b, 3, h, w)."""
         self._check(images)
+        if self.pool == "flatten" and images.shape[-2:] != (self.image_size, self.image_size):
+            raise ValueError(f"pool='flatten' was built for {self.image_size}x{self.image_size} "
+                             f"images, got {tuple(images.shape[-2:])}")
         patches = rearrange(self.proj(self.features(images)), "b c h w -> b (h w) c")
-        return self.pool_norm(patches.mean(dim=1)), patches
+        if self.pool == "flatten":
+            pooled = self.flatten_proj(rearrange(patches, "b p c -> b (p c)"))
+        else:
+            pooled = patches.mean(dim=1)
+        return self.pool_norm(pooled), patches
 
     def forward(self, images: Tensor) -> Tensor:
-        """LayerNorm of the mean location feature, (b, width), of images (b, 3, h, w)."""
+        """Pooled features (b, width) of images (b, 3, h, w): LayerNorm of the mean location
+        feature, or with pool='flatten' of a linear map of all locations."""
         return self.encode(images)[0]
 
     def forward_patches(self, images: Tensor) -> Tensor:

@@ -181,3 +181,25 @@ def test_bad_configuration(make, words):
         make()
     for word in words:
         assert word in str(info.value)
+
+
+def test_convnet_flatten_pooling_keeps_position():
+    """Mean pooling cannot tell a shifted scene apart at all once the map is uniform;
+    flatten pooling maps the same object at two places to different features."""
+    torch.manual_seed(0)
+    model = ConvNetImageEncoder(width=16, channels=(8, 16), pool="flatten", image_size=32)
+    left = torch.zeros(1, 3, 32, 32)
+    left[..., 8:14, 4:10] = 1.0
+    right = torch.roll(left, shifts=16, dims=-1)
+    with torch.no_grad():
+        features = model(torch.cat([left, right]))
+    assert features.shape == (2, 16)
+    assert (features[0] - features[1]).abs().max() > 1e-3
+    pooled, patches = model.encode(left)
+    assert patches.shape == (1, 64, 16)
+    with pytest.raises(ValueError, match="built for 32x32"):
+        model(torch.zeros(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="needs image_size"):
+        ConvNetImageEncoder(pool="flatten")
+    with pytest.raises(ValueError, match="pool must be"):
+        ConvNetImageEncoder(pool="max")

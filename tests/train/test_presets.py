@@ -1,0 +1,21 @@
+"""Every experiment preset composes and runs (shrunk)."""
+from pathlib import Path
+
+import pytest
+
+from ssm.train.run import train
+from conftest import CONF
+
+PRESETS = sorted(p.stem for p in (Path(CONF) / "experiment").glob("*.yaml"))
+
+
+def test_there_are_presets():
+    assert {"blip", "siglip_vit"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_smoke_run(compose_train, tmp_path, preset):
+    image = "vit" if "vit" in preset else "convnet"
+    cfg = compose_train(f"+experiment={preset}", image=image)
+    results = train(cfg, tmp_path)
+    assert results["steps"] == cfg.trainer.max_steps and "t2i_r5" in results
