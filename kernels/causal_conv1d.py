@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .selective_scan.validation import FLOAT_DTYPES
+from .selective_scan.validation import FLOAT_DTYPES, check_float_tensors
 
 ACTIVATIONS = (None, "silu")
 BACKENDS = ("auto", "triton", "cpu", "reference")
@@ -89,15 +89,10 @@ def causal_conv1d_update_ref(x, conv_state, weight, bias=None, activation=None):
 
 
 def _check_conv_inputs(x, weight, bias, activation, x_dims):
-    for name, t in (("x", x), ("weight", weight), ("bias", bias)):
-        if t is None and name == "bias":
-            continue
+    for name, t in (("x", x), ("weight", weight)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
-        if t.device != x.device:
-            raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
+    check_float_tensors({"x": x, "weight": weight, "bias": bias}, x.device)
     letters = "b, d, l" if x_dims == 3 else "b, d"
     if x.dim() != x_dims:
         raise ValueError(f"x must have shape ({letters}), got {tuple(x.shape)}")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from einops import repeat
 
-from .selective_scan.validation import FLOAT_DTYPES
+from .selective_scan.validation import check_float_tensors
 
 BACKENDS = ("auto", "triton", "reference")
 
@@ -77,15 +77,10 @@ def selective_state_update_ref(state, x, dt, A, B, C, D=None, z=None, dt_bias=No
 def _check_step_inputs(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus):
     named = {"state": state, "x": x, "dt": dt, "A": A, "B": B, "C": C, "D": D, "z": z,
              "dt_bias": dt_bias}
-    for name, t in named.items():
-        if t is None:
-            continue
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
-        if t.device != x.device:
-            raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
+    for name in ("state", "x", "dt", "A", "B", "C"):
+        if not isinstance(named[name], torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(named[name]).__name__}")
+    check_float_tensors(named, x.device)
     if state.dim() != 3:
         raise ValueError(f"state must have shape (b, d, n), got {tuple(state.shape)}")
     b, d, n = state.shape

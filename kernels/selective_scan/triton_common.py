@@ -124,3 +124,34 @@ def first_column(x, BLOCK_L: tl.constexpr):
     """x[:, :, 0] of a (BLOCK_D, BLOCK_N, BLOCK_L) tile."""
     j = tl.arange(0, BLOCK_L)
     return tl.sum(tl.where((j == 0)[None, None, :], x, 0.0), axis=2)
+
+
+@triton.jit
+def channel_block(A_ptr, D_ptr, delta_bias_ptr, seq_lens_ptr, d, l, n, channels_per_group,
+                  stride_A_d, stride_A_n, HAS_D: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr,
+                  HAS_SEQ_LENS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's batch row and block of channels, and their parameters.
+
+    Returns pid_b (int64), offs_d, offs_n, mask_d, mask_dn, group (of B and C), A (float32,
+    (BLOCK_D, BLOCK_N)), A * log2(e) (exp(dt A) is computed as exp2), D, delta_bias (zeros
+    when absent) and the row's length (l without seq_lens).
+    """
+    pid_b = tl.program_id(0).to(tl.int64)
+    pid_d = tl.program_id(1)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_d = offs_d < d
+    mask_dn = mask_d[:, None] & (offs_n < n)[None, :]
+    group = (pid_d * BLOCK_D) // channels_per_group
+    A = tl.load(A_ptr + offs_d[:, None] * stride_A_d + offs_n[None, :] * stride_A_n,
+                mask=mask_dn, other=0.0).to(tl.float32)
+    Dv = tl.zeros((BLOCK_D,), tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    bias = tl.zeros((BLOCK_D,), tl.float32)
+    if HAS_DELTA_BIAS:
+        bias = tl.load(delta_bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    length = l
+    if HAS_SEQ_LENS:
+        length = tl.load(seq_lens_ptr + pid_b).to(tl.int32)
+    return pid_b, offs_d, offs_n, mask_d, mask_dn, group, A, A * LOG2E, Dv, bias, length

@@ -10,8 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_common import (LOG2E, LaunchConfig, as_grouped, chunk_positions, combine_affine,
-                            empty_output, last_column, load_dt, strides)
+from .triton_common import (LaunchConfig, as_grouped, channel_block, chunk_positions,
+                            combine_affine, empty_output, last_column, load_dt, strides)
 
 
 @triton.jit
@@ -31,28 +31,10 @@ def _selective_scan_fwd_kernel(
     REVERSE: tl.constexpr, SAVE_CHUNK_STATES: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
-    pid_b = tl.program_id(0).to(tl.int64)
-    pid_d = tl.program_id(1)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_d = offs_d < d
+    pid_b, offs_d, offs_n, mask_d, mask_dn, group, A, A_log2, Dv, bias, length = channel_block(
+        A_ptr, D_ptr, delta_bias_ptr, seq_lens_ptr, d, l, n, channels_per_group,
+        stride_A_d, stride_A_n, HAS_D, HAS_DELTA_BIAS, HAS_SEQ_LENS, BLOCK_D, BLOCK_N)
     mask_n = offs_n < n
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    group = (pid_d * BLOCK_D) // channels_per_group
-
-    # exp(dt * A) is computed as exp2(dt * A * log2(e)).
-    A = tl.load(A_ptr + offs_d[:, None] * stride_A_d + offs_n[None, :] * stride_A_n,
-                mask=mask_dn, other=0.0).to(tl.float32)
-    A_log2 = A * LOG2E
-    Dv = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    bias = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_DELTA_BIAS:
-        bias = tl.load(delta_bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    length = l
-    if HAS_SEQ_LENS:
-        length = tl.load(seq_lens_ptr + pid_b).to(tl.int32)
     h = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)
     if HAS_H0:
         h = tl.load(h0_ptr + pid_b * stride_h0_b + offs_d[:, None] * stride_h0_d

@@ -39,6 +39,20 @@ def _check_tensor(name: str, x, ndim: Optional[int] = None) -> None:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
 
 
+def check_float_tensors(named: dict, device) -> None:
+    """Each non-None entry is a floating-point tensor on ``device`` (TypeError / ValueError
+    naming it otherwise)."""
+    for name, t in named.items():
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
+        if t.device != device:
+            raise ValueError(f"{name} is on {t.device} but the other inputs are on {device}")
+
+
 def _check_shape(name: str, x: torch.Tensor, expected: tuple, letters: str) -> None:
     if tuple(x.shape) != tuple(expected):
         raise ValueError(
