@@ -93,6 +93,7 @@ class Trainer:
         # Hard-negative sampling draws from its own generator, so resuming restores it.
         self.generator = torch.Generator().manual_seed(seed + dist_info.rank)
         self.step = 0
+        self.skipped_updates = 0  # fp16 steps whose update the grad scaler dropped
         self.samples_seen = 0
         self.train_seconds = 0.0
 
@@ -105,6 +106,7 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "step": self.step, "samples_seen": self.samples_seen,
+                "skipped_updates": self.skipped_updates,
                 "train_seconds": self.train_seconds, "rng": rng_state(),
                 "generator": self.generator.get_state(),
                 "bad_samples": self.bad_tracker.state_dict()}
@@ -123,6 +125,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.samples_seen = state["step"], state["samples_seen"]
+        self.skipped_updates = state["skipped_updates"]
         self.train_seconds = state["train_seconds"]
         set_rng_state(state["rng"])
         self.generator.set_state(state["generator"])
@@ -151,6 +154,7 @@ class Trainer:
                           "samples_per_s": window_samples / max(elapsed, 1e-9),
                           "logit_scale": float(self.model.logit_scale.detach().exp()),
                           "bad_samples": self.bad_tracker.bad,
+                          "skipped_updates": self.skipped_updates,
                           **{f"loss_{k}": v for k, v in terms.items()}}
                 self._log(record)
                 if progress is not None:
@@ -195,9 +199,14 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         if s.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+        scale = self.scaler.get_scale()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
+        if self.scaler.get_scale() < scale:
+            # fp16 overflow: the scaler skipped this update; the schedule waits for a real one.
+            self.skipped_updates += 1
+        else:
+            self.scheduler.step()
         self.model.clamp_logit_scale()
         return total, totals, samples
 
