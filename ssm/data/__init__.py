@@ -10,8 +10,8 @@ __all__ = ["ByteTokenizer",
            "collate_image_text"]
 from ssm.data.scenes import (  # noqa: E402
     COLOURS, SHAPES, SIZES, ZERO_SHOT_TEMPLATES, SceneObject, SyntheticScenes, ZeroShotScenes,
-    caption, collate_scenes, held_out_combinations, render, word_order_negatives, zero_shot_set)
+    caption, held_out_combinations, render, word_order_negatives, zero_shot_set)
 
 __all__ += ["COLOURS", "SHAPES", "SIZES", "ZERO_SHOT_TEMPLATES", "SceneObject", "SyntheticScenes",
-            "ZeroShotScenes", "caption", "collate_scenes", "held_out_combinations", "render",
+            "ZeroShotScenes", "caption", "held_out_combinations", "render",
             "word_order_negatives", "zero_shot_set"]

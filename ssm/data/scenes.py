@@ -22,7 +22,7 @@ from ssm.data.captions import REGIONS, caption, word_order_negatives
 
 __all__ = ["SHAPES", "COLOURS", "SIZES", "BACKGROUND", "ZERO_SHOT_TEMPLATES", "SceneObject",
            "render", "caption", "word_order_negatives", "held_out_combinations",
-           "SyntheticScenes", "ZeroShotScenes", "zero_shot_set", "collate_scenes"]
+           "SyntheticScenes", "ZeroShotScenes", "zero_shot_set"]
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "diamond")
 # At least 0.35 apart in RGB from each other and from the grey background.
@@ -272,9 +272,3 @@ class ZeroShotScenes(SyntheticScenes):
 def zero_shot_set(size: int = 200, seed: int = 0, image_size: int = 64) -> ZeroShotScenes:
     """Labelled single-object scenes for zero-shot shape and colour classification."""
     return ZeroShotScenes(size, seed, image_size)
-
-
-def collate_scenes(batch: Sequence[dict]) -> dict:
-    """DataLoader collate_fn: image stacked to (b, 3, H, W); every other key becomes a list."""
-    return {key: torch.stack([item[key] for item in batch]) if key == "image"
-            else [item[key] for item in batch] for key in batch[0]}

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from ssm.data.scenes import (BACKGROUND, COLOURS, SHAPES, SIZES, ZERO_SHOT_TEMPLATES, SceneObject,
-                             SyntheticScenes, caption, collate_scenes, held_out_combinations,
+                             SyntheticScenes, caption, held_out_combinations,
                              render, word_order_negatives, zero_shot_set)
 
 Obj = SceneObject
@@ -343,7 +343,7 @@ def test_identical_objects_have_no_negatives():
 
 # ---------------------------------------------------------------- dataset API
 
-def test_items_layout_and_collate():
+def test_items_layout():
     ds = SyntheticScenes("val", size=8, image_size=32)
     assert len(ds) == 8
     item = ds[0]
@@ -353,9 +353,6 @@ def test_items_layout_and_collate():
     assert isinstance(item["objects"], tuple)
     assert all(isinstance(o, SceneObject) for o in item["objects"])
     assert all(1 <= len(ds[i]["objects"]) <= 2 for i in range(8))
-    batch = collate_scenes([ds[i] for i in range(4)])
-    assert batch["image"].shape == (4, 3, 32, 32)
-    assert batch["caption"] == [ds[i]["caption"] for i in range(4)]
     with pytest.raises(IndexError):
         ds[8]
 
