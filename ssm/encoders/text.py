@@ -71,6 +71,12 @@ class TextEncoder(nn.Module):
         raise NotImplementedError
 
 
+def _mamba_layers(depth, width, d_state, d_conv, expand, backend):
+    """``depth`` Mamba mixers of one width, for a residual stack."""
+    return nn.ModuleList(Mamba(width, d_state, d_conv, expand, backend=backend)
+                         for _ in range(depth))
+
+
 class MambaTextEncoder(TextEncoder):
     """Causal Mamba stack: embed -> [x + Mamba(RMSNorm(x))] * depth -> RMSNorm.
     Pools the last real token."""
@@ -79,8 +85,7 @@ class MambaTextEncoder(TextEncoder):
                  d_state: int = 16, d_conv: int = 4, expand: int = 2, backend: str = "auto"):
         super().__init__(vocab_size, width)
         self.norms = nn.ModuleList(RMSNorm(width) for _ in range(depth))
-        self.mixers = nn.ModuleList(Mamba(width, d_state, d_conv, expand, backend=backend)
-                                    for _ in range(depth))
+        self.mixers = _mamba_layers(depth, width, d_state, d_conv, expand, backend)
         self.norm_f = RMSNorm(width)
 
     def _states(self, tokens, lengths):
@@ -100,10 +105,8 @@ class BiMambaTextEncoder(TextEncoder):
                  d_state: int = 16, d_conv: int = 4, expand: int = 2, backend: str = "auto"):
         super().__init__(vocab_size, width)
         self.norms = nn.ModuleList(RMSNorm(width) for _ in range(depth))
-        self.forward_mixers = nn.ModuleList(Mamba(width, d_state, d_conv, expand, backend=backend)
-                                            for _ in range(depth))
-        self.reverse_mixers = nn.ModuleList(Mamba(width, d_state, d_conv, expand, backend=backend)
-                                            for _ in range(depth))
+        self.forward_mixers = _mamba_layers(depth, width, d_state, d_conv, expand, backend)
+        self.reverse_mixers = _mamba_layers(depth, width, d_state, d_conv, expand, backend)
         self.norm_f = RMSNorm(width)
 
     def _states(self, tokens, lengths):

@@ -57,14 +57,16 @@ class Evaluator:
             text_feats.append(txt)
             tokens_all.append(tokens)
             masks.append(mask)
-            for row, item in enumerate(items):
-                negatives = item.get("negatives") or []
-                if negatives:
-                    neg = self.encode_text(model, negatives)                     # (m, e)
-                    probe_pos += [float(img[row] @ txt[row])] * len(negatives)
-                    probe_neg += (neg @ img[row]).tolist()
-                    probe_rows += [offset + row] * len(negatives)
-                    probe_negatives += negatives
+            # Every negative of the batch in one encoder call; rows[k] is its item.
+            rows = [row for row, item in enumerate(items) for _ in item.get("negatives") or []]
+            negatives = [neg for item in items for neg in item.get("negatives") or []]
+            if negatives:
+                rows_t = torch.tensor(rows)
+                neg = self.encode_text(model, negatives)                          # (m, e)
+                probe_pos += (img[rows_t] * txt[rows_t]).sum(-1).tolist()
+                probe_neg += (neg * img[rows_t]).sum(-1).tolist()
+                probe_rows += [offset + row for row in rows]
+                probe_negatives += negatives
             if model.itm is not None and len(items) >= 2:
                 correct, total = self._itm(model, images, tokens, mask)
                 itm_correct, itm_total = itm_correct + correct, itm_total + total
