@@ -111,8 +111,11 @@ def _selective_scan_bwd_kernel(
         gh = v_suffix + p_suffix * q[:, :, None]
         q = first_column(dA * gh, BLOCK_L)
 
-        # 3. Input gradients. a_t * h_{t-1} = h_t - b_t.
-        decayed = gh * (hs - dBu)
+        # 3. Input gradients. a_t * h_{t-1} = h_t - b_t, except at the chunk's first step,
+        # where h_{t-1} is h_start: there the difference would leave FMA rounding (about
+        # 1e-8) in place of an exact 0 when h_start = 0, e.g. grad_A at l = 1 (seen on H200).
+        first_step = (tl.arange(0, BLOCK_L) == 0)[None, None, :]
+        decayed = gh * tl.where(first_step, dA * h_start[:, :, None], hs - dBu)
         gh_B = tl.sum(gh * Bt[None, :, :], axis=1)               # (BLOCK_D, BLOCK_L)
         g_dt = gh_B * u + tl.sum(decayed * A[:, :, None], axis=1)
         g_u = gh_B * dt

@@ -19,7 +19,8 @@ import triton
 import triton.language as tl
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
-LOG2E = 1.4426950408889634
+# Globals a @triton.jit function reads must be tl.constexpr; compiled Triton rejects plain floats.
+LOG2E = tl.constexpr(1.4426950408889634)
 MAX_STATE = 256  # largest n a program holds in registers
 TILE_ELEMENTS = 4096  # BLOCK_D * BLOCK_N * BLOCK_L per program
 

@@ -71,13 +71,14 @@ def test_unknown_backend():
         selective_scan_fn(**_inputs(), backend="cuda")
 
 
-def test_triton_rejects_float64():
+def test_triton_rejects_float64(device):
+    kw = make_inputs(ScanCase(b=2, d=4, l=6, n=3, g=0, dtype=torch.float64), device=device)
     with pytest.raises(TypeError, match="float64"):
-        selective_scan_fn(**_inputs(dtype=torch.float64), backend="triton")
+        selective_scan_fn(**kw, backend="triton")
 
 
-def test_triton_rejects_huge_state():
-    kw = make_inputs(ScanCase(b=1, d=2, l=3, n=257))
+def test_triton_rejects_huge_state(device):
+    kw = make_inputs(ScanCase(b=1, d=2, l=3, n=257), device=device)
     with pytest.raises(ValueError, match="n <= 256"):
         selective_scan_fn(**kw, backend="triton")
 
