@@ -24,6 +24,8 @@ setup(
         "webdataset>=0.2.86",
         "wandb>=0.19",
         "tqdm>=4.60",
+        # Reports and benchmarks write PNG plots (Agg backend, no display needed).
+        "matplotlib>=3.7",
         # torch.utils.cpp_extension builds the fast CPU scan with ninja, once, on first use.
         "ninja",
     ],
