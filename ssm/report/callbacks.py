@@ -1,0 +1,59 @@
+"""Hydra callbacks that keep a sweep's report up to date.
+
+Attach with ``hydra.callbacks.<name>._target_: ssm.report.callbacks.ComparisonReport``
+(the compare_encoders presets do). After every job the callback records how the job ended
+(``job_status.json``) and rewrites the report, so a sweep that dies halfway still leaves a
+report that names its failed and missing runs; ``on_multirun_end`` writes the final one.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from ssm.report.comparison import write_comparison_report
+from ssm.report.runs import write_job_status
+
+log = logging.getLogger(__name__)
+
+
+def job_error(job_return: JobReturn) -> str:
+    """'ExceptionType: message' of a failed job; '' for one that completed."""
+    if job_return.status != JobStatus.FAILED:
+        return ""
+    try:
+        job_return.return_value  # noqa: B018 (re-raises the job's exception)
+    except Exception as exc:  # noqa: BLE001 (any exception a job raised is reported)
+        return f"{type(exc).__name__}: {exc}"
+    return "failed"
+
+
+class ComparisonReport(Callback):
+    """Writes comparison.md/.csv and plots into the sweep dir (see ssm.report.comparison)."""
+
+    def __init__(self, group_by: str = "model/text_encoder"):
+        self.group_by = group_by
+
+    def _write(self, sweep_dir: Path) -> Path:
+        path = write_comparison_report([sweep_dir], sweep_dir, self.group_by)
+        log.info("comparison report: %s", path)
+        return path
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        job_dir = Path(config.hydra.runtime.output_dir)
+        failed = job_return.status == JobStatus.FAILED
+        write_job_status(job_dir, "failed" if failed else "complete", job_error(job_return))
+        try:
+            self._write(Path(config.hydra.sweep.dir))
+        except Exception as exc:  # noqa: BLE001 (a partial report must not fail the job)
+            log.warning("could not refresh the comparison report: %s", exc)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        path = self._write(Path(config.hydra.sweep.dir))
+        print(f"\nComparison report: {path}\n" + path.read_text().split("\n## ")[0], flush=True)
