@@ -1,6 +1,8 @@
 """Selective-scan benchmark entry point: python experiments/bench_kernels.py [overrides]
 
-Writes kernel_bench.csv and kernel_bench.md into the Hydra run dir and prints the table.
+Writes kernel_bench.csv, kernel_bench.md and one kernel_bench_<mode>.png per mode into the
+Hydra run dir and prints the table (titled with the machine's name).
+``plot_only=PATH/kernel_bench.csv`` only redraws the PNGs from that CSV, into the run dir.
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
 
-from ssm.bench.kernel_bench import check_correctness, format_table, run_benchmark, write_csv  # noqa: E402
+from ssm.bench.kernel_bench import (check_correctness, check_settings, expand_shapes,  # noqa: E402
+                                    format_table, run_benchmark, write_csv)
+from ssm.bench.plots import plot_csv, plot_rows  # noqa: E402
 from ssm.bench.roofline import device_name  # noqa: E402
 
 
@@ -28,28 +32,59 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _check(cfg: DictConfig, device: torch.device) -> tuple[str, list[dict]]:
+    """The correctness check's report line and its failing cases."""
+    checked = check_correctness(device, cfg.check.lengths, cfg.check.groups,
+                                OmegaConf.to_container(cfg.check.extra_shapes), strict=False)
+    failures = [r for r in checked if not r["ok"]]
+    worst = max(checked, key=lambda r: r["rel_err"] / r["tolerance"])
+    head = (f"correctness: {len(checked)} cases pass" if not failures else
+            f"correctness: FAILED, {len(failures)} of {len(checked)} cases over tolerance")
+    line = (f"{head}; worst {worst['rel_err']:.2e} ({worst['worst']}, {worst['case']}, "
+            f"tolerance {worst['tolerance']:.0e})")
+    for r in failures:
+        line += f"\n  {r['case']}: {r['worst']} {r['rel_err']:.2e} > {r['tolerance']:.0e}"
+    return line, failures
+
+
 def bench(cfg: DictConfig, out_dir: Path) -> list[dict]:
-    """Run the configured check and benchmark; write CSV and Markdown into ``out_dir``."""
+    """Run the configured check and benchmark; write CSV, Markdown and PNGs into ``out_dir``.
+
+    A failed correctness check is reported, the timings still run and are written, and
+    then an AssertionError is raised (a GPU session gets its numbers and a failing exit).
+    """
+    out_dir = Path(out_dir)
+    if cfg.get("plot_only"):
+        paths = plot_csv(cfg.plot_only, out_dir)
+        print("plots: " + ", ".join(str(p) for p in paths), flush=True)
+        return []
     device = resolve_device(cfg.device)
+    # Bad settings fail here, before a minutes-long check.
+    sweeps = cfg.get("sweeps")
+    shapes = expand_shapes(OmegaConf.to_container(cfg.shapes) if cfg.shapes else [],
+                           OmegaConf.to_container(sweeps) if sweeps else [])
+    check_settings(list(cfg.backends), list(cfg.modes))
+    if cfg.check.enabled and device.type != "cuda":
+        raise ValueError("check.enabled needs device=cuda (the interpreter check is pytest's)")
     title = f"Selective scan on {device_name(device)}"
-    report = []
+    report, failures = [], []
     if cfg.check.enabled:
-        if device.type != "cuda":
-            raise ValueError("check.enabled needs device=cuda (the interpreter check is pytest's)")
-        checked = check_correctness(device, cfg.check.lengths, cfg.check.groups,
-                                    OmegaConf.to_container(cfg.check.extra_shapes))
-        worst = max(checked, key=lambda r: r["rel_err"] / r["tolerance"])
-        line = (f"correctness: {len(checked)} cases pass; worst {worst['rel_err']:.2e} "
-                f"({worst['worst']}, {worst['case']}, tolerance {worst['tolerance']:.0e})")
+        line, failures = _check(cfg, device)
         print(line, flush=True)
         report.append(line)
-    rows = run_benchmark(OmegaConf.to_container(cfg.shapes), list(cfg.backends), list(cfg.modes),
-                         device, cfg.reference_max_elements, cfg.cpu_min_run_time)
+    rows = run_benchmark(shapes, list(cfg.backends), list(cfg.modes), device,
+                         cfg.reference_max_elements, cfg.cpu_min_run_time)
     table = format_table(rows, title)
     print(table, flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out_dir / cfg.output_csv)
-    (out_dir / "kernel_bench.md").write_text("\n\n".join(report + [table]) + "\n")
+    paths = plot_rows(rows, out_dir)
+    plots = "plots: " + ", ".join(p.name for p in paths)
+    (out_dir / "kernel_bench.md").write_text("\n\n".join(report + [table, plots]) + "\n")
+    print(f"wrote {out_dir / cfg.output_csv}, kernel_bench.md; {plots}", flush=True)
+    if failures:
+        raise AssertionError(f"correctness check: {len(failures)} cases over tolerance "
+                             "(listed above; timings were still written)")
     return rows
 
 

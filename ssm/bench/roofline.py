@@ -32,10 +32,24 @@ def scan_exps(b: int, d: int, l: int, n: int, mode: str) -> int:
     return b * d * l * n * (1 if mode == "fwd" else 2)
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU"
+
+
 def device_name(device: torch.device) -> str:
+    """The machine's name for table and plot titles: the GPU's name, or the CPU model,
+    its architecture and the threads torch uses, e.g. "AMD EPYC (x86_64), 2 threads"."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return f"{cpu_model()} ({platform.machine()}), {torch.get_num_threads()} threads"
 
 
 def measure_copy_bandwidth(device: torch.device, megabytes: int = 256) -> float:
