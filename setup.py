@@ -31,11 +31,15 @@ setup(
     ],
     extras_require={
         # transformers: mamba-ssm's modules import it, and the tests use mamba-ssm as oracle.
-        "dev": ["pytest>=8", "hypothesis>=6", "transformers>=4.40", "packaging"],
+        # The Hydra plugins: the sweep presets' tests run them (same pins as "sweeps").
+        "dev": ["pytest>=8", "hypothesis>=6", "transformers>=4.40", "packaging",
+                "hydra-optuna-sweeper>=1.3", "hydra-submitit-launcher>=1.2",
+                "hydra-joblib-launcher>=1.2"],
         # mamba-ssm with its CUDA kernels, for a GPU machine (a long compile). On CPU install
         # it the lean way instead (README): --no-deps, no CUDA build, no build isolation.
         "peer": ["mamba-ssm==2.3.2.post1"],
-        "sweeps": ["hydra-optuna-sweeper>=1.2", "hydra-submitit-launcher>=1.2",
+        # Optuna sweeper 1.3: max_failure_rate (conf/hparams_search); it brings optuna 2.x.
+        "sweeps": ["hydra-optuna-sweeper>=1.3", "hydra-submitit-launcher>=1.2",
                    "hydra-joblib-launcher>=1.2"],
     },
 )

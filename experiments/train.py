@@ -1,10 +1,12 @@
 """Train a CLIP model: python experiments/train.py [overrides]
 
 Single process, a Hydra multirun (-m), or torchrun --nproc_per_node N experiments/train.py.
-Returns cfg.optimize_metric (t2i_r5 by default) for sweepers such as Optuna.
+Returns cfg.optimize_metric (t2i_r5 by default) for sweepers such as Optuna
+(-m hparams_search=itc_optuna).
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,9 +15,38 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
+# Run from a checkout, too; so do the processes a launcher starts (submitit jobs, joblib
+# workers), which unpickle the task and import ssm wherever they run.
+ROOT = str(Path(__file__).resolve().parents[1])
+sys.path.insert(0, ROOT)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
 
 from ssm.train.run import train  # noqa: E402
+
+
+def objective(results: dict, metric: str, required: bool = True) -> float:
+    """results[metric] as a float: the value a sweeper optimises. Ranks other than 0
+    evaluate nothing (empty results) and return NaN, which launchers drop (they keep rank
+    0's). A missing or non-numeric metric is NaN when nothing reads the value, else an
+    error that names it (Optuna cannot take a NaN)."""
+    if not results:
+        return float("nan")
+    value = results.get(metric)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if not required:
+        return float("nan")
+    if metric not in results:
+        numeric = sorted(k for k, v in results.items() if isinstance(v, (int, float)))
+        raise ValueError(f"optimize_metric={metric!r} is not in results.json; "
+                         f"choose one of {numeric}")
+    raise ValueError(f"optimize_metric={metric!r} is {value!r}, not a number")
+
+
+def _value_is_read(hydra_cfg) -> bool:
+    """A sweeper other than Hydra's basic one (which ignores it) reads the returned value."""
+    return (hydra_cfg.mode == RunMode.MULTIRUN
+            and not str(hydra_cfg.sweeper.get("_target_", "")).endswith("BasicSweeper"))
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
@@ -23,7 +54,7 @@ def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     group = Path(hydra_cfg.sweep.dir).name if hydra_cfg.mode == RunMode.MULTIRUN else None
     results = train(cfg, Path(hydra_cfg.runtime.output_dir), group=group)
-    return float(results.get(cfg.optimize_metric, float("nan")))
+    return objective(results, cfg.optimize_metric, required=_value_is_read(hydra_cfg))
 
 
 if __name__ == "__main__":
