@@ -15,7 +15,8 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 { nvidia-smi -L; python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } \
   2>&1 | tee "$OUT/machine.txt"
-timeout "${PYTEST_TIMEOUT:-200}" python3 -m pytest -q -rfE -p no:cacheprovider \
+# PYTEST_SELECT narrows the tests with -k (e.g. "l1n"), to fit a short GPU lease.
+timeout "${PYTEST_TIMEOUT:-200}" python3 -m pytest -q -rfE -p no:cacheprovider ${PYTEST_SELECT:+-k "$PYTEST_SELECT"} \
   tests/kernels/test_selective_scan_triton.py tests/kernels/test_state_update.py \
   tests/kernels/test_causal_conv1d.py tests/kernels/test_selective_scan_errors.py \
   2>&1 | tee "$OUT/pytest_kernels.log" | tail -n 60
