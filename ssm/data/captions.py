@@ -5,6 +5,9 @@ An object is anything with ``shape``, ``colour``, ``size`` (str) and ``x``, ``y`
 always the bare vocabulary words ("small red circle"): paraphrases vary the sentence frame only,
 so a zero-shot probe that prompts with "a circle" or "something red" finds the same words.
 
+``fill_caption`` stretches a caption to an exact byte length (long-caption benchmarks) by
+continuing it with more true sentences about the same scene.
+
 A caption is built in two steps: a plan (frame, body template with one slot per mention, which
 object each mention names, and the claims the text makes about the mentions), then its
 realisation. Negatives reuse the plan and only permute what fills the slots, which is why they
@@ -204,3 +207,45 @@ def word_order_negatives(objects: Sequence, rng: random.Random,
         if offer(mentions, descs):
             break
     return true, negatives
+
+
+def detail_sentences(objects: Sequence) -> list[str]:
+    """True sentences about a scene, beyond what a caption says: each object's region,
+    attributes and centre (in percent of the image side), every ordered pair's relation, and
+    the object count and background."""
+    _check(objects, 0)
+    sentences = ["there is one object." if len(objects) == 1 else
+                 f"there are {len(objects)} objects.",
+                 "the background is plain grey."]
+    for o in objects:
+        desc = f"{o.size} {o.colour} {o.shape}"
+        sentences += [f"a {desc} is {REGIONS[region(o)]}.",
+                      f"the {o.shape} is {o.size} and {o.colour}.",
+                      f"the {desc} has its centre {round(100 * o.x)} percent from the left "
+                      f"and {round(100 * o.y)} percent from the top."]
+    for a in objects:
+        for b in objects:
+            if a is not b:
+                sentences.append(f"the {a.size} {a.colour} {a.shape} is "
+                                 f"{RELATIONS[relation(a, b)][0]} the {b.size} {b.colour} {b.shape}.")
+    return sentences
+
+
+def fill_caption(text: str, objects: Sequence, rng: random.Random, n_bytes: int) -> str:
+    """``text`` continued with ``detail_sentences(objects)`` (reshuffled by ``rng`` each time
+    round) and cut to exactly ``n_bytes`` bytes, the way a tokenizer cuts a caption at its
+    context length: the last sentence is usually cut short. A ``text`` longer than
+    ``n_bytes`` is itself cut. Captions are ASCII, so bytes and characters coincide."""
+    if isinstance(n_bytes, bool) or not isinstance(n_bytes, int) or n_bytes < 1:
+        raise ValueError(f"n_bytes must be an int >= 1, got {n_bytes!r}")
+    if not text.isascii():
+        raise ValueError("fill_caption takes ASCII captions")
+    parts, length = [text], len(text)
+    sentences = detail_sentences(objects)
+    while length < n_bytes:
+        rng.shuffle(sentences)
+        for sentence in sentences:
+            joiner = " " if parts[-1].endswith(".") else ". "
+            parts += [joiner, sentence]
+            length += len(joiner) + len(sentence)
+    return "".join(parts)[:n_bytes]

@@ -12,13 +12,13 @@ import hashlib
 import math
 import random
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ssm.data.captions import REGIONS, caption, word_order_negatives
+from ssm.data.captions import REGIONS, caption, fill_caption, word_order_negatives
 
 __all__ = ["SHAPES", "COLOURS", "SIZES", "BACKGROUND", "ZERO_SHOT_TEMPLATES", "SceneObject",
            "render", "caption", "word_order_negatives", "held_out_combinations",
@@ -190,13 +190,19 @@ class SyntheticScenes(Dataset):
 
     Train and val exclude/favour the same held_out_combinations(held_out_fraction) whatever
     their seeds, so a val set with its own seed still tests unseen pairs.
+
+    caption_tokens: None, or the exact length in ByteTokenizer tokens (BOS and EOS included)
+    of every caption: each is continued with more true sentences about its scene and cut to
+    caption_tokens - 2 bytes (``ssm.data.captions.fill_caption``); negatives get the same
+    continuation, and one that the cut makes equal to the caption is dropped.
     """
 
     _namespace = None  # hashed in place of split when set, so subclasses draw their own items
 
     def __init__(self, split: str = "train", size: int = 10_000, seed: int = 0,
                  image_size: int = 64, min_objects: int = 1, max_objects: int = 2,
-                 verbosity: int = 1, held_out_fraction: float = 0.2):
+                 verbosity: int = 1, held_out_fraction: float = 0.2,
+                 caption_tokens: Optional[int] = None):
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         if size < 1:
@@ -211,6 +217,12 @@ class SyntheticScenes(Dataset):
             raise ValueError(f"verbosity must be 0, 1 or 2, got {verbosity!r}")
         if not 0 <= held_out_fraction < 1:
             raise ValueError(f"held_out_fraction must be in [0, 1), got {held_out_fraction}")
+        if caption_tokens is not None and (isinstance(caption_tokens, bool)
+                                           or not isinstance(caption_tokens, int)
+                                           or caption_tokens < 3):
+            raise ValueError(f"caption_tokens must be None or an int >= 3 (BOS, EOS and at "
+                             f"least one byte of text), got {caption_tokens!r}")
+        self.caption_tokens = caption_tokens
         self.split, self.size, self.seed, self.image_size = split, size, seed, image_size
         self.min_objects, self.max_objects, self.verbosity = min_objects, max_objects, verbosity
         self.held_out = held_out_combinations(held_out_fraction)
@@ -242,6 +254,16 @@ class SyntheticScenes(Dataset):
             text, negatives = word_order_negatives(objects, rng, self.verbosity)
         else:
             text, negatives = caption(objects, rng, self.verbosity), []
+        if self.caption_tokens is not None:
+            n_bytes, state = self.caption_tokens - 2, rng.getstate()
+            text = fill_caption(text, objects, rng, n_bytes)
+            filled = []
+            for negative in negatives:
+                rng.setstate(state)  # the caption's continuation, word for word
+                negative = fill_caption(negative, objects, rng, n_bytes)
+                if negative != text:
+                    filled.append(negative)
+            negatives = filled
         return dict(image=render(objects, self.image_size), caption=text, negatives=negatives,
                     objects=objects)
 

@@ -12,17 +12,24 @@ from ssm.data.scenes import ZERO_SHOT_TEMPLATES, SyntheticScenes, zero_shot_set
 class ScenesData:
     """The built-in synthetic scenes (no download). Validation pairs use their own seed
     stream and favour held-out (shape, colour) combinations; the zero-shot set is
-    single-object scenes labelled by shape and colour."""
+    single-object scenes labelled by shape and colour. caption_tokens (null or an int up to
+    max_length) makes every train and val caption exactly that many tokens long, continuing
+    its description of the scene (see ``SyntheticScenes``); zero-shot prompts stay short."""
 
     def __init__(self, train_size: int = 50_000, val_size: int = 500, zero_shot_size: int = 300,
                  image_size: int = 64, min_objects: int = 1, max_objects: int = 2,
                  verbosity: int = 1, held_out_fraction: float = 0.2, max_length: int = 128,
-                 seed: int = 0):
+                 seed: int = 0, caption_tokens: Optional[int] = None):
         if max_length < 2:
             raise ValueError(f"data.max_length must be >= 2, got {max_length}")
+        if caption_tokens is not None and not (isinstance(caption_tokens, int)
+                                               and 3 <= caption_tokens <= max_length):
+            raise ValueError(f"data.caption_tokens must be null or an int in [3, data.max_length"
+                             f"={max_length}] (BOS, EOS and at least one byte), got "
+                             f"{caption_tokens!r}")
         self.scene_args = dict(seed=seed, image_size=image_size, min_objects=min_objects,
                                max_objects=max_objects, verbosity=verbosity,
-                               held_out_fraction=held_out_fraction)
+                               held_out_fraction=held_out_fraction, caption_tokens=caption_tokens)
         self.train_size, self.val_size, self.zero_shot_size = train_size, val_size, zero_shot_size
         self.image_size, self.max_length, self.seed = image_size, max_length, seed
         self.zero_shot_templates = ZERO_SHOT_TEMPLATES

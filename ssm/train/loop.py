@@ -39,6 +39,9 @@ class TrainerSettings:
     device: str = "auto"
     max_bad_fraction: float = 0.1
     progress: bool = True
+    # Steps left out of step_ms_median in results.json: the first ones pay one-time costs
+    # (building the CPU scan extension, Triton compiles, first allocations).
+    timing_warmup: int = 2
     # Fault injection for the tests of NaN handling and crash recovery; null in real runs.
     nan_at_step: Optional[int] = None
     kill_at_step: Optional[int] = None
@@ -50,6 +53,8 @@ class TrainerSettings:
         for name in ("max_steps", "batch_size", "grad_accum", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
+        if self.timing_warmup < 0:
+            raise ValueError(f"trainer.timing_warmup must be >= 0, got {self.timing_warmup}")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"trainer.batch_size ({self.batch_size}) must be a multiple of "
                              f"trainer.grad_accum ({self.grad_accum})")
@@ -96,6 +101,10 @@ class Trainer:
         self.skipped_updates = 0  # fp16 steps whose update the grad scaler dropped
         self.samples_seen = 0
         self.train_seconds = 0.0
+        # This process's steps only (not checkpointed): the wall time of each optimizer
+        # step, and the caption tokens (mask) and captions of this rank's micro-batches.
+        self.step_seconds: list[float] = []
+        self.text_tokens, self.text_captions = 0, 0
 
     @property
     def checkpoint_path(self) -> Path:
@@ -144,7 +153,10 @@ class Trainer:
         while self.step < s.max_steps:
             start = time.perf_counter()
             loss, terms, n = self._optimizer_step()
-            self.train_seconds += time.perf_counter() - start
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)  # the step's kernels, not their launch
+            self.step_seconds.append(time.perf_counter() - start)
+            self.train_seconds += self.step_seconds[-1]
             self.step += 1
             self.samples_seen += n
             window_samples += n
@@ -171,6 +183,20 @@ class Trainer:
                 on_eval(self.step)
         if progress is not None:
             progress.close()
+
+    def step_timing(self) -> dict:
+        """Median, min and max wall time (ms) of this process's optimizer steps after the
+        first ``settings.timing_warmup`` (all of them when there are no more), and how many
+        steps that was. Includes fetching the batch, as train_seconds does."""
+        timed = self.step_seconds[self.settings.timing_warmup:] or self.step_seconds
+        if not timed:
+            return {"step_ms_median": None, "step_ms_min": None, "step_ms_max": None,
+                    "timed_steps": 0}
+        ms = sorted(1000 * t for t in timed)
+        mid = len(ms) // 2
+        median = ms[mid] if len(ms) % 2 else (ms[mid - 1] + ms[mid]) / 2
+        return {"step_ms_median": median, "step_ms_min": ms[0], "step_ms_max": ms[-1],
+                "timed_steps": len(ms)}
 
     def _optimizer_step(self):
         s = self.settings
@@ -218,6 +244,8 @@ class Trainer:
             if batch["images"].shape[0] >= 2:
                 break
         n_global = batch["images"].shape[0] * self.dist.world_size
+        self.text_tokens += int(batch["mask"].sum())
+        self.text_captions += batch["mask"].shape[0]
         return (batch["images"].to(self.device, non_blocking=True),
                 batch["tokens"].to(self.device), batch["mask"].to(self.device), n_global)
 

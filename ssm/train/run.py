@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import resource
 import shutil
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from ssm.train.distributed import (DistInfo, barrier, broadcast_object, init_dis
                                    shutdown_distributed)
 from ssm.train.loggers import JsonlWriter, NullLogger
 from ssm.train.loop import Trainer
+from ssm.train.memory import PeakMemory
 from ssm.train.sampling import StepBatchSampler
 
 log = logging.getLogger(__name__)
@@ -139,15 +139,18 @@ def _train(cfg, run_dir, settings, device, dist, group) -> dict:
             metrics.log({"step": step, **{f"eval/{k}": v for k, v in results.items()}})
         return results
 
+    evaluating = cfg.eval.get("enabled", True)
     if dist.is_main:
         logger.start(OmegaConf.to_container(cfg, resolve=True), run_dir, group)
     started = time.perf_counter()
     try:
-        trainer.fit(on_eval=(lambda step: evaluate(step)) if dist.is_main else None)
+        with PeakMemory(device) as peak:
+            trainer.fit(on_eval=(lambda step: evaluate(step))
+                        if dist.is_main and evaluating else None)
         results = {}
         if dist.is_main:
-            results = evaluate()
-            results.update(_run_facts(cfg, model, trainer, bad, started))
+            results = evaluate() if evaluating else {}
+            results.update(_run_facts(cfg, model, trainer, bad, started, peak, device))
             (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
             logger.log({f"final/{k}": v for k, v in results.items()
                         if isinstance(v, (int, float))}, step=trainer.step)
@@ -157,11 +160,15 @@ def _train(cfg, run_dir, settings, device, dist, group) -> dict:
         logger.finish()
 
 
-def _run_facts(cfg, model, trainer, bad, started) -> dict:
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _run_facts(cfg, model, trainer, bad, started, peak, device) -> dict:
     from hydra.core.hydra_config import HydraConfig
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {
         "text_encoder": choices.get("model/text_encoder", type(model.text_encoder).__name__),
         "image_encoder": choices.get("model/image_encoder", type(model.image_encoder).__name__),
@@ -169,7 +176,10 @@ def _run_facts(cfg, model, trainer, bad, started) -> dict:
         "seed": cfg.seed, "steps": trainer.step, "samples_seen": trainer.samples_seen,
         "samples_per_s": trainer.samples_seen / max(trainer.train_seconds, 1e-9),
         "train_seconds": trainer.train_seconds, "wall_seconds": time.perf_counter() - started,
-        "peak_mem_mb": peak,
+        **peak.facts(),          # peak_mem_mb, peak_mem_kind: this job's training steps
+        **trainer.step_timing(),  # step_ms_median (after trainer.timing_warmup steps), ...
+        "tokens_per_caption": trainer.text_tokens / max(trainer.text_captions, 1),
+        "device": _device_name(device),
         "params_text": parameter_count(model.text_encoder),
         "params_image": parameter_count(model.image_encoder),
         "params_total": parameter_count(model),

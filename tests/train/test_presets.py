@@ -18,4 +18,7 @@ def test_preset_smoke_run(compose_train, tmp_path, preset):
     image = "vit" if "vit" in preset else "convnet"
     cfg = compose_train(f"+experiment={preset}", image=image)
     results = train(cfg, tmp_path)
-    assert results["steps"] == cfg.trainer.max_steps and "t2i_r5" in results
+    assert results["steps"] == cfg.trainer.max_steps
+    # A preset may skip evaluation (eval.enabled=false: timing sweeps such as long_captions).
+    assert ("t2i_r5" in results) == cfg.eval.enabled
+    assert results["step_ms_median"] > 0 and results["peak_mem_mb"] >= 0

@@ -13,7 +13,9 @@ from ssm.data.scenes import SyntheticScenes
 from ssm.train.run import train
 from conftest import ROOT, shrunk
 
-TIMING = {"samples_per_s", "train_seconds", "wall_seconds", "peak_mem_mb"}
+# Measurements of the process that ran (a resumed run times only its own steps).
+TIMING = {"samples_per_s", "train_seconds", "wall_seconds", "peak_mem_mb", "step_ms_median",
+          "step_ms_min", "step_ms_max", "timed_steps", "tokens_per_caption"}
 
 
 def _run(args, env_extra=None, launcher=(sys.executable,)):
