@@ -31,7 +31,7 @@ def test_preset_sweeps_encoders_and_lengths_and_attaches_the_report():
     assert cfg.eval.enabled is False and cfg.optimize_metric == "step_ms_median"
     assert cfg.logger._target_.endswith("NullLogger")
     assert cfg.trainer.batch_size == 8
-    assert cfg.trainer.max_steps - cfg.trainer.timing_warmup == 5
+    assert cfg.trainer.max_steps - cfg.trainer.timing_warmup == 10
 
 
 @pytest.mark.parametrize("encoder", ["mamba", "bimamba", "transformer"])
