@@ -1,9 +1,10 @@
 """Hydra callbacks that keep a sweep's report up to date.
 
 Attach with ``hydra.callbacks.<name>._target_: ssm.report.callbacks.ComparisonReport``
-(the compare_encoders presets do). After every job the callback records how the job ended
-(``job_status.json``) and rewrites the report, so a sweep that dies halfway still leaves a
-report that names its failed and missing runs; ``on_multirun_end`` writes the final one.
+(the compare_encoders presets do; ``ssm.report.scaling.ScalingReport`` is the other report).
+After every job the callback records how the job ended (``job_status.json``) and rewrites
+the report, so a sweep that dies halfway still leaves a report that names its failed and
+missing runs; ``on_multirun_end`` writes the final one.
 """
 from __future__ import annotations
 
@@ -32,28 +33,45 @@ def job_error(job_return: JobReturn) -> str:
     return "failed"
 
 
-class ComparisonReport(Callback):
+class SweepReportCallback(Callback):
+    """A report over a multirun's jobs, kept up to date: after every job it records how the
+    job ended (``job_status.json``) and rewrites the report; at the end it writes the final
+    one and announces it. Subclasses say how to write and announce. Single runs are left
+    alone."""
+
+    def write_report(self, sweep_dir: Path):
+        raise NotImplementedError
+
+    def announce(self, report) -> None:
+        raise NotImplementedError
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        failed = job_return.status == JobStatus.FAILED
+        write_job_status(Path(config.hydra.runtime.output_dir),
+                         "failed" if failed else "complete", job_error(job_return))
+        try:
+            self.write_report(Path(config.hydra.sweep.dir))
+        except Exception as exc:  # noqa: BLE001 (a partial report must not fail the job)
+            log.warning("could not refresh the %s: %s", type(self).__name__, exc)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        self.announce(self.write_report(Path(config.hydra.sweep.dir)))
+
+
+class ComparisonReport(SweepReportCallback):
     """Writes comparison.md/.csv and plots into the sweep dir (see ssm.report.comparison)."""
 
     def __init__(self, group_by: str = "model/text_encoder"):
         self.group_by = group_by
 
-    def _write(self, sweep_dir: Path) -> Path:
+    def write_report(self, sweep_dir: Path) -> Path:
         path = write_comparison_report([sweep_dir], sweep_dir, self.group_by)
         log.info("comparison report: %s", path)
         return path
 
-    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs) -> None:
-        if config.hydra.mode != RunMode.MULTIRUN:
-            return
-        job_dir = Path(config.hydra.runtime.output_dir)
-        failed = job_return.status == JobStatus.FAILED
-        write_job_status(job_dir, "failed" if failed else "complete", job_error(job_return))
-        try:
-            self._write(Path(config.hydra.sweep.dir))
-        except Exception as exc:  # noqa: BLE001 (a partial report must not fail the job)
-            log.warning("could not refresh the comparison report: %s", exc)
-
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        path = self._write(Path(config.hydra.sweep.dir))
+    def announce(self, path: Path) -> None:
         print(f"\nComparison report: {path}\n" + path.read_text().split("\n## ")[0], flush=True)

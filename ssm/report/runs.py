@@ -59,14 +59,23 @@ class RunRecord:
         return steps, values
 
 
-def write_json_atomic(path: Path, data) -> None:
-    """Write JSON via a temporary file and a rename, so readers never see half a file."""
+def write_atomic(path: Path, writer) -> None:
+    """``writer(tmp)`` writes a temporary file beside ``path`` (same suffix, so savefig keeps
+    its format), then a rename puts it in place: readers never see half a file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        writer(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json_atomic(path: Path, data) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
 def write_job_status(job_dir: Path, status: str, error: str = "") -> None:

@@ -20,24 +20,14 @@ each job, so a sweep that stops on a failed job still leaves a report naming it)
 from __future__ import annotations
 
 import csv
-import json
-import logging
 import math
-import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from hydra.core.utils import JobReturn, JobStatus
-from hydra.experimental.callback import Callback
-from hydra.types import RunMode
-from omegaconf import DictConfig
-
-from ssm.report.callbacks import job_error
-from ssm.report.runs import RunRecord, collect_runs, write_job_status
-
-log = logging.getLogger(__name__)
+from ssm.report.callbacks import SweepReportCallback
+from ssm.report.runs import RunRecord, collect_runs, write_atomic
 
 ENCODER_KEY = "model/text_encoder"
 LENGTH_KEY = "data.max_length"
@@ -118,19 +108,6 @@ def _int(value) -> Optional[int]:
         return None
 
 
-def _last_logged_step(job_dir: Optional[Path]) -> Optional[int]:
-    path = job_dir / "metrics.jsonl" if job_dir is not None else None
-    if path is None or not path.is_file():
-        return None
-    step = None
-    for line in path.read_text().splitlines():
-        try:
-            step = json.loads(line).get("step", step)
-        except json.JSONDecodeError:
-            break  # a line cut short by a kill
-    return step
-
-
 def as_job(record: RunRecord) -> Job:
     """A sweep's RunRecord (``ssm.report.runs``) as a row source of this report. A finished
     job whose results.json lacks step_ms_median counts as failed, with that as reason."""
@@ -140,7 +117,8 @@ def as_job(record: RunRecord) -> Job:
     if status == "complete" and not isinstance(results.get("step_ms_median"), (int, float)):
         status, reason = "failed", "results.json has no step_ms_median"
     if status in ("incomplete", "failed") and record.path is not None:
-        step = _last_logged_step(record.path)
+        steps = record.curve("step")[0]
+        step = steps[-1] if steps else None
         reason += (f"; last logged step {step} of {record.value('trainer.max_steps')}"
                    if step is not None else "; no training step logged")
     return Job(record.path, str(encoder) if encoder is not None else None,
@@ -392,12 +370,6 @@ def write_plot(path: Path, cells: list[Cell], reference_encoder: str = "mamba",
     plt.close(fig)
 
 
-def _atomic_write(path: Path, writer) -> None:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")  # keeps the format
-    writer(tmp)
-    os.replace(tmp, path)
-
-
 def write_report(sweep_dir, out_dir=None, bar: float = 4.5, from_length: int = 256,
                  linear_encoder: str = "mamba") -> dict[str, Any]:
     """Build the report of a sweep; write scaling.md, scaling.csv and scaling.png into
@@ -411,39 +383,26 @@ def write_report(sweep_dir, out_dir=None, bar: float = 4.5, from_length: int = 2
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "scaling.md", "csv": out / "scaling.csv", "png": out / "scaling.png"}
     text = markdown(sweep_dir, jobs, cells, verdict, from_length)
-    _atomic_write(paths["md"], lambda p: p.write_text(text))
-    _atomic_write(paths["csv"], lambda p: write_csv(p, cells))
-    _atomic_write(paths["png"], lambda p: write_plot(p, cells, linear_encoder, from_length))
+    write_atomic(paths["md"], lambda p: p.write_text(text))
+    write_atomic(paths["csv"], lambda p: write_csv(p, cells))
+    write_atomic(paths["png"], lambda p: write_plot(p, cells, linear_encoder, from_length))
     return {"paths": paths, "verdict": verdict, "jobs": jobs, "cells": cells, "markdown": text}
 
 
 # ----------------------------------------------------------------------------- Hydra
 
-class ScalingReport(Callback):
+class ScalingReport(SweepReportCallback):
     """Hydra callback (``hydra.callbacks.<name>._target_: ssm.report.scaling.ScalingReport``):
-    after each job of a multirun it records how the job ended (``job_status.json``, as
-    ``ssm.report.callbacks`` does) and rewrites the report, so a sweep that stops on a failed
-    job still leaves a report naming it; ``on_multirun_end`` writes the final one. Does
-    nothing in single runs."""
+    rewrites the scaling report after each job of a multirun and at its end (see
+    ``ssm.report.callbacks.SweepReportCallback``). Does nothing in single runs."""
 
     def __init__(self, bar: float = 4.5, from_length: int = 256, linear_encoder: str = "mamba"):
         linear_verdict([], linear_encoder, bar, from_length)  # validates bar and from_length
         self.options = dict(bar=bar, from_length=from_length, linear_encoder=linear_encoder)
 
-    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs) -> None:
-        if config.hydra.mode != RunMode.MULTIRUN:
-            return
-        write_job_status(Path(config.hydra.runtime.output_dir),
-                         "failed" if job_return.status == JobStatus.FAILED else "complete",
-                         job_error(job_return))
-        try:
-            write_report(config.hydra.sweep.dir, **self.options)
-        except Exception as exc:  # noqa: BLE001 (a partial report must not fail the job)
-            log.warning("could not refresh the scaling report: %s", exc)
+    def write_report(self, sweep_dir: Path) -> dict:
+        return write_report(sweep_dir, **self.options)
 
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        if config.hydra.mode != RunMode.MULTIRUN:
-            return
-        report = write_report(config.hydra.sweep.dir, **self.options)
+    def announce(self, report: dict) -> None:
         print(f"\nScaling report: {report['paths']['md']}\n{report['verdict'].line()}",
               flush=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,11 +193,9 @@ class Trainer:
         if not timed:
             return {"step_ms_median": None, "step_ms_min": None, "step_ms_max": None,
                     "timed_steps": 0}
-        ms = sorted(1000 * t for t in timed)
-        mid = len(ms) // 2
-        median = ms[mid] if len(ms) % 2 else (ms[mid - 1] + ms[mid]) / 2
-        return {"step_ms_median": median, "step_ms_min": ms[0], "step_ms_max": ms[-1],
-                "timed_steps": len(ms)}
+        ms = [1000 * t for t in timed]
+        return {"step_ms_median": statistics.median(ms), "step_ms_min": min(ms),
+                "step_ms_max": max(ms), "timed_steps": len(ms)}
 
     def _optimizer_step(self):
         s = self.settings

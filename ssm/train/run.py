@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from ssm.bench.roofline import device_name
 from ssm.data import ByteTokenizer
 from ssm.data.files import BadSampleTracker, collate_image_text
 from ssm.encoders import parameter_count
@@ -160,12 +161,6 @@ def _train(cfg, run_dir, settings, device, dist, group) -> dict:
         logger.finish()
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
-
-
 def _run_facts(cfg, model, trainer, bad, started, peak, device) -> dict:
     from hydra.core.hydra_config import HydraConfig
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
@@ -179,7 +174,7 @@ def _run_facts(cfg, model, trainer, bad, started, peak, device) -> dict:
         **peak.facts(),          # peak_mem_mb, peak_mem_kind: this job's training steps
         **trainer.step_timing(),  # step_ms_median (after trainer.timing_warmup steps), ...
         "tokens_per_caption": trainer.text_tokens / max(trainer.text_captions, 1),
-        "device": _device_name(device),
+        "device": device_name(device),
         "params_text": parameter_count(model.text_encoder),
         "params_image": parameter_count(model.image_encoder),
         "params_total": parameter_count(model),
