@@ -6,20 +6,18 @@ Hydra run dir and prints the table (titled with the machine's name).
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+import _paths  # noqa: F401  (the checkout on sys.path; first)
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
-
-from ssm.bench.kernel_bench import (check_correctness, check_settings, expand_shapes,  # noqa: E402
-                                    format_table, run_benchmark, write_csv)
-from ssm.bench.plots import plot_csv, plot_rows  # noqa: E402
-from ssm.bench.roofline import device_name  # noqa: E402
+from kernels.bench.kernel_bench import (check_correctness, check_settings, expand_shapes,
+                                        format_table, run_benchmark, write_csv)
+from kernels.bench.plots import plot_csv, plot_rows
+from kernels.common.machine import device_name
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,27 +1,27 @@
 """Rebuild the encoder comparison from finished sweeps:
 
-    python experiments/compare_encoders.py SWEEP_DIR [SWEEP_DIR ...] [--out DIR]
+    python experiments/compare_encoders.py SWEEP_DIR [SWEEP_DIR ...] [--out DIR] [--group-by KEY]
 
 Writes comparison.md, comparison.csv, comparison_runs.csv and PNG plots into --out (default:
 the first sweep dir) and prints the table. Several sweeps pool their runs, e.g. more seeds
 launched later. Failed, incomplete and never-started runs are listed, not dropped.
+--group-by compares along another Hydra choice (``model/image_encoder``) or dotted config
+key (``optim.lr``) of a sweep; the report then checks that only that key and the seed vary.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
-
-from ssm.report.comparison import write_comparison_report  # noqa: E402
+import _paths  # noqa: F401  (the checkout on sys.path; first)
+from ssm.report.comparison import DEFAULT_GROUP, write_comparison_report
 
 
 def main(argv=None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dirs", nargs="+", type=Path, help="Hydra multirun dirs")
     parser.add_argument("--out", type=Path, default=None, help="report dir (default: first sweep)")
-    parser.add_argument("--group-by", default="model/text_encoder",
+    parser.add_argument("--group-by", default=DEFAULT_GROUP,
                         help="Hydra choice or dotted config key to compare (default: %(default)s)")
     args = parser.parse_args(argv)
     try:

@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+import _paths  # noqa: F401  (the checkout on sys.path; first)
 import hydra
 from omegaconf import DictConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ssm.train.run import evaluate_checkpoint  # noqa: E402
+from ssm.tasks import evaluate_checkpoint
 
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
-
-from ssm.report.scaling import write_report  # noqa: E402
+import _paths  # noqa: F401  (the checkout on sys.path; first)
+from ssm.report.scaling import write_report
 
 
 def main(argv=None) -> int:

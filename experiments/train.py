@@ -6,22 +6,15 @@ Returns cfg.optimize_metric (t2i_r5 by default) for sweepers such as Optuna
 """
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
+import _paths  # noqa: F401  (the checkout on sys.path; first)
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-# Run from a checkout, too; so do the processes a launcher starts (submitit jobs, joblib
-# workers), which unpickle the task and import ssm wherever they run.
-ROOT = str(Path(__file__).resolve().parents[1])
-sys.path.insert(0, ROOT)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
-
-from ssm.train.run import train  # noqa: E402
+from ssm.tasks import train
 
 
 def objective(results: dict, metric: str, required: bool = True) -> float:

@@ -16,8 +16,6 @@ from torch import nn
 from ssm import losses
 from ssm.models import CLIP, CLIPOutput
 
-TERMS = ("itc", "siglip", "cosine", "lm", "itm")
-
 
 class Objective(nn.Module):
     """total = sum of weight * term over terms with weight > 0."""
@@ -31,10 +29,6 @@ class Objective(nn.Module):
                 raise ValueError(f"loss weight {name} must be a number >= 0, got {weight!r}")
         if not any(self.weights.values()):
             raise ValueError(f"at least one loss weight must be > 0, got {self.weights}")
-
-    @property
-    def active(self) -> list[str]:
-        return [name for name in TERMS if self.weights[name] > 0]
 
     def check_model(self, model: CLIP) -> None:
         """Fail before training when a term needs a head the model lacks."""

@@ -33,6 +33,14 @@ def device():
     return "cuda" if HAS_CUDA else "cpu"
 
 
+@pytest.fixture
+def compose_train():
+    """``compose_train(*overrides)``: the real training config, shrunk (run_config.py)."""
+    from run_config import compose_train as compose
+
+    return compose
+
+
 def pytest_terminal_summary(terminalreporter):
     """Worst relative error per oracle and dtype over the selective-scan checks that ran."""
     worst = getattr(__import__("sys").modules.get("scan_checks"), "WORST_ERRORS", None)

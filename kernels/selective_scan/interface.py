@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from kernels.common.launch import INTERPRETED, triton_available
+
 from .reference import reference_scan
 from .validation import check_scan_inputs
 
@@ -63,7 +65,7 @@ def _resolve_backend(backend, *tensors) -> str:
     has_float64 = any(x is not None and x.dtype == torch.float64 for x in tensors)
     if backend == "auto":
         if u.is_cuda:
-            return "triton" if (not has_float64 and _triton_available()) else "reference"
+            return "triton" if (not has_float64 and triton_available()) else "reference"
         from . import cpu
         if u.device.type == "cpu" and cpu.available():
             return "cpu"
@@ -72,9 +74,8 @@ def _resolve_backend(backend, *tensors) -> str:
     if backend == "cpu" and u.device.type != "cpu":
         raise ValueError(f"backend='cpu' needs CPU tensors; u is on {u.device}")
     if backend == "triton":
-        if not _triton_available():
+        if not triton_available():
             raise ModuleNotFoundError("backend='triton' needs the triton package (Linux only)")
-        from .triton_common import INTERPRETED
         if not (u.is_cuda or INTERPRETED):
             raise ValueError("backend='triton' needs CUDA tensors, or TRITON_INTERPRET=1 set "
                              f"before kernels is imported; u is on {u.device}")
@@ -83,10 +84,3 @@ def _resolve_backend(backend, *tensors) -> str:
                             "use backend='reference' for float64")
     return backend
 
-
-def _triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True

@@ -11,16 +11,14 @@ a = 1 and b = 0), which is how padding leaves the state alone.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-import torch
 import triton
 import triton.language as tl
 
-INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
-# Globals a @triton.jit function reads must be tl.constexpr; compiled Triton rejects plain floats.
-LOG2E = tl.constexpr(1.4426950408889634)
+from kernels.common.launch import INTERPRETED
+from kernels.common.triton_math import LOG2E, softplus
+
 MAX_STATE = 256  # largest n a program holds in registers
 TILE_ELEMENTS = 4096  # BLOCK_D * BLOCK_N * BLOCK_L per program
 
@@ -52,18 +50,6 @@ def launch_config(d: int, n: int, l: int, channels_per_group: int,
     return LaunchConfig(block_d=block_d, block_n=block_n, block_l=block_l)
 
 
-def empty_output(shape, dtype, device) -> torch.Tensor:
-    """An output buffer; NaN-filled when KERNELS_POISON_OUTPUTS=1 so unwritten cells show."""
-    if os.environ.get("KERNELS_POISON_OUTPUTS", "0") == "1":
-        return torch.full(shape, float("nan"), dtype=dtype, device=device)
-    return torch.empty(shape, dtype=dtype, device=device)
-
-
-def strides(x, ndim: int):
-    """Strides of an optional tensor; zeros stand in for a missing one."""
-    return tuple(x.stride()) if x is not None else (0,) * ndim
-
-
 def as_grouped(x: torch.Tensor) -> torch.Tensor:
     """(b, n, l) -> (b, 1, n, l) view, so kernels only see the grouped layout."""
     return x if x.dim() == 4 else x.unsqueeze(1)
@@ -73,16 +59,6 @@ def as_grouped(x: torch.Tensor) -> torch.Tensor:
 def combine_affine(a_early, b_early, a_late, b_late):
     """Compose h -> a_early * h + b_early, then h -> a_late * h + b_late."""
     return a_early * a_late, a_late * b_early + b_late
-
-
-@triton.jit
-def softplus(x):
-    # log1p(exp(x)) without a log1p intrinsic: Goldberg's correction keeps small values
-    # accurate; above 20 softplus(x) == x in float32, as in torch.
-    e = tl.exp(tl.minimum(x, 20.0))
-    w = 1.0 + e
-    lp = tl.where(w == 1.0, e, tl.log(w) * e / (w - 1.0))
-    return tl.where(x > 20.0, x, lp)
 
 
 @triton.jit

@@ -10,8 +10,10 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.common.launch import empty_output, strides
+
 from .triton_common import (LaunchConfig, as_grouped, channel_block, chunk_positions,
-                            combine_affine, empty_output, last_column, load_dt, strides)
+                            combine_affine, last_column, load_dt)
 
 
 @triton.jit

@@ -1,4 +1,4 @@
-"""Argument checks shared by every selective-scan backend.
+"""Argument checks of the selective scan, shared by every backend.
 
 Every public entry point calls :func:`check_scan_inputs` once, so a bad argument fails with
 a ``TypeError`` or ``ValueError`` that names it, before any kernel runs.
@@ -6,11 +6,10 @@ a ``TypeError`` or ``ValueError`` that names it, before any kernel runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+from kernels.common.checks import check_flag, check_shape, check_tensor
 
 
 @dataclass(frozen=True)
@@ -28,43 +27,6 @@ class ScanDims:
         return self.d // self.g
 
 
-def _check_tensor(name: str, x, ndim: Optional[int] = None) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(
-            f"{name} must be float16, bfloat16, float32 or float64, got {x.dtype}"
-        )
-    if ndim is not None and x.dim() != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
-
-
-def check_float_tensors(named: dict, device) -> None:
-    """Each non-None entry is a floating-point tensor on ``device`` (TypeError / ValueError
-    naming it otherwise)."""
-    for name, t in named.items():
-        if t is None:
-            continue
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
-        if t.device != device:
-            raise ValueError(f"{name} is on {t.device} but the other inputs are on {device}")
-
-
-def _check_shape(name: str, x: torch.Tensor, expected: tuple, letters: str) -> None:
-    if tuple(x.shape) != tuple(expected):
-        raise ValueError(
-            f"{name} must have shape ({letters}) = {tuple(expected)}, got {tuple(x.shape)}"
-        )
-
-
-def _check_flag(name: str, value) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-
-
 def check_scan_inputs(
     u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
     return_last_state=False, initial_state=None, seq_lens=None, reverse=False,
@@ -74,15 +36,15 @@ def check_scan_inputs(
     u, delta, z: (b, d, l). A: (d, n). B, C: (b, n, l) or (b, g, n, l) with d % g == 0.
     D, delta_bias: (d,). initial_state: (b, d, n). seq_lens: (b,) integer, each in [0, l].
     """
-    _check_tensor("u", u, 3)
+    check_tensor("u", u, 3)
     b, d, l = u.shape
     if l == 0:
         raise ValueError("u has length l == 0; the scan needs l >= 1")
     if b == 0 or d == 0:
         raise ValueError(f"u must have b >= 1 and d >= 1, got shape {tuple(u.shape)}")
-    _check_tensor("delta", delta, 3)
-    _check_shape("delta", delta, (b, d, l), "b, d, l")
-    _check_tensor("A", A, 2)
+    check_tensor("delta", delta, 3)
+    check_shape("delta", delta, (b, d, l), "b, d, l")
+    check_tensor("A", A, 2)
     if A.shape[0] != d:
         raise ValueError(f"A must have shape (d, n) with d = {d}, got {tuple(A.shape)}")
     n = A.shape[1]
@@ -91,40 +53,38 @@ def check_scan_inputs(
 
     g = None
     for name, x in (("B", B), ("C", C)):
-        _check_tensor(name, x)
+        check_tensor(name, x)
         if x.dim() == 3:
-            _check_shape(name, x, (b, n, l), "b, n, l")
+            check_shape(name, x, (b, n, l), "b, n, l")
             x_groups = 1
         elif x.dim() == 4:
             x_groups = x.shape[1]
-            _check_shape(name, x, (b, x_groups, n, l), "b, g, n, l")
+            check_shape(name, x, (b, x_groups, n, l), "b, g, n, l")
             if x_groups == 0 or d % x_groups != 0:
                 raise ValueError(
-                    f"{name} has g = {x_groups} groups, but d = {d} is not a multiple of g"
-                )
+                    f"{name} has g = {x_groups} groups, but d = {d} is not a multiple of g")
         else:
             raise ValueError(
-                f"{name} must have shape (b, n, l) or (b, g, n, l), got {tuple(x.shape)}"
-            )
+                f"{name} must have shape (b, n, l) or (b, g, n, l), got {tuple(x.shape)}")
         if g is not None and x_groups != g:
             raise ValueError(f"B and C must have the same number of groups, got {g} and {x_groups}")
         g = x_groups
 
     if z is not None:
-        _check_tensor("z", z, 3)
-        _check_shape("z", z, (b, d, l), "b, d, l")
+        check_tensor("z", z, 3)
+        check_shape("z", z, (b, d, l), "b, d, l")
     for name, x in (("D", D), ("delta_bias", delta_bias)):
         if x is not None:
-            _check_tensor(name, x, 1)
-            _check_shape(name, x, (d,), "d")
+            check_tensor(name, x, 1)
+            check_shape(name, x, (d,), "d")
     if initial_state is not None:
-        _check_tensor("initial_state", initial_state, 3)
-        _check_shape("initial_state", initial_state, (b, d, n), "b, d, n")
+        check_tensor("initial_state", initial_state, 3)
+        check_shape("initial_state", initial_state, (b, d, n), "b, d, n")
     if seq_lens is not None:
         _check_seq_lens(seq_lens, b, l)
     for name, flag in (("delta_softplus", delta_softplus),
                        ("return_last_state", return_last_state), ("reverse", reverse)):
-        _check_flag(name, flag)
+        check_flag(name, flag)
 
     named = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "z": z,
              "delta_bias": delta_bias, "initial_state": initial_state, "seq_lens": seq_lens}

@@ -22,17 +22,16 @@ class ScenesData:
                  seed: int = 0, caption_tokens: Optional[int] = None):
         if max_length < 2:
             raise ValueError(f"data.max_length must be >= 2, got {max_length}")
-        if caption_tokens is not None and not (isinstance(caption_tokens, int)
-                                               and 3 <= caption_tokens <= max_length):
-            raise ValueError(f"data.caption_tokens must be null or an int in [3, data.max_length"
-                             f"={max_length}] (BOS, EOS and at least one byte), got "
-                             f"{caption_tokens!r}")
         self.scene_args = dict(seed=seed, image_size=image_size, min_objects=min_objects,
                                max_objects=max_objects, verbosity=verbosity,
                                held_out_fraction=held_out_fraction, caption_tokens=caption_tokens)
         self.train_size, self.val_size, self.zero_shot_size = train_size, val_size, zero_shot_size
         self.image_size, self.max_length, self.seed = image_size, max_length, seed
         self.zero_shot_templates = ZERO_SHOT_TEMPLATES
+        self.train_dataset()  # SyntheticScenes checks its settings (caption_tokens too) now
+        if caption_tokens is not None and caption_tokens > max_length:
+            raise ValueError(f"data.caption_tokens ({caption_tokens}) must be <= data.max_length "
+                             f"({max_length}): longer captions would be cut")
 
     def train_dataset(self):
         return SyntheticScenes("train", self.train_size, **self.scene_args)

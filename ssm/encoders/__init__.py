@@ -1,7 +1,9 @@
 """Text and image encoders; each maps a batch to one feature vector per item."""
 from .image import ConvNetImageEncoder, ViTImageEncoder
-from .text import (BiMambaTextEncoder, MambaTextEncoder, TextEncoder, TransformerTextEncoder,
-                   parameter_count, parameter_report)
+from .parameters import (MATCH_TOLERANCE, parameter_count, parameter_report, parameter_spread,
+                         parameters_matched)
+from .text import BiMambaTextEncoder, MambaTextEncoder, TextEncoder, TransformerTextEncoder
 
 __all__ = ["BiMambaTextEncoder", "ConvNetImageEncoder", "MambaTextEncoder", "TextEncoder",
-           "TransformerTextEncoder", "ViTImageEncoder", "parameter_count", "parameter_report"]
+           "TransformerTextEncoder", "ViTImageEncoder", "MATCH_TOLERANCE", "parameter_count",
+           "parameter_report", "parameter_spread", "parameters_matched"]

@@ -144,18 +144,3 @@ class TransformerTextEncoder(TextEncoder):
             h = block(h, causal=True)
         return self.norm_f(h)
 
-
-def parameter_count(module: nn.Module) -> int:
-    """Trainable parameters of ``module``."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-def parameter_report(encoders: dict, tolerance: float = 0.10) -> tuple[str, bool]:
-    """A Markdown table of parameter counts, and whether all lie within ``tolerance`` of
-    the largest (the bar for a fair encoder comparison)."""
-    counts = {name: parameter_count(enc) for name, enc in encoders.items()}
-    largest = max(counts.values())
-    lines = ["| encoder | parameters | vs largest |", "|---|---:|---:|"]
-    lines += [f"| {name} | {count:,} | {count / largest:.1%} |" for name, count in counts.items()]
-    matched = all(count >= (1 - tolerance) * largest for count in counts.values())
-    return "\n".join(lines), matched

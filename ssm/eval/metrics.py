@@ -53,8 +53,8 @@ def retrieval_metrics(image_features: Tensor, text_features: Tensor,
     image_features, text_features: (b, e), normalised inside; pair i is the only match for i.
     Keys: ``t2i_r1, t2i_r5, t2i_r10, t2i_mean_rank, t2i_median_rank`` and the same with ``i2t``.
     R@k is the fraction of queries with rank <= k (so 1.0 whenever b <= k). The median of an
-    even number of ranks is the mean of the two middle ones. Ranks and ties: see
-    ``retrieval_ranks``.
+    even number of ranks is the mean of the two middle ones (open_clip instead floors it, so
+    do not compare the two directly). Ranks and ties: see ``retrieval_ranks``.
     """
     t2i, i2t = retrieval_ranks(image_features, text_features, chunk_size)
     metrics: dict[str, float] = {}

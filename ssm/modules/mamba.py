@@ -60,7 +60,7 @@ class Mamba(nn.Module):
                        + math.log(dt_min)).clamp(min=dt_init_floor)
         with torch.no_grad():
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
-        self.dt_proj.bias._no_reinit = True
+        self.dt_proj.bias._no_reinit = True  # mamba-ssm's mark: model-level init keeps it
 
         A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
         self.A_log = nn.Parameter(torch.log(A))                        # (d, n)

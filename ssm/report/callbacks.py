@@ -1,7 +1,7 @@
 """Hydra callbacks that keep a sweep's report up to date.
 
 Attach with ``hydra.callbacks.<name>._target_: ssm.report.callbacks.ComparisonReport``
-(the compare_encoders presets do; ``ssm.report.scaling.ScalingReport`` is the other report).
+(the compare_encoders presets do) or ``ssm.report.callbacks.ScalingReport`` (long_captions).
 After every job the callback records how the job ended (``job_status.json``) and rewrites
 the report, so a sweep that dies halfway still leaves a report that names its failed and
 missing runs; ``on_multirun_end`` writes the final one.
@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from ssm.report.comparison import write_comparison_report
 from ssm.report.runs import write_job_status
+from ssm.report.scaling import linear_verdict, write_report
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +76,19 @@ class ComparisonReport(SweepReportCallback):
 
     def announce(self, path: Path) -> None:
         print(f"\nComparison report: {path}\n" + path.read_text().split("\n## ")[0], flush=True)
+
+
+class ScalingReport(SweepReportCallback):
+    """Writes scaling.md/.csv/.png into the sweep dir (see ssm.report.scaling), with the
+    linear-cost verdict: t(4L) / t(L) <= ``bar`` for ``linear_encoder`` from ``from_length``."""
+
+    def __init__(self, bar: float = 4.5, from_length: int = 256, linear_encoder: str = "mamba"):
+        linear_verdict([], linear_encoder, bar, from_length)  # validates bar and from_length
+        self.options = dict(bar=bar, from_length=from_length, linear_encoder=linear_encoder)
+
+    def write_report(self, sweep_dir: Path) -> dict:
+        return write_report(sweep_dir, **self.options)
+
+    def announce(self, report: dict) -> None:
+        print(f"\nScaling report: {report['paths']['md']}\n{report['verdict'].line()}",
+              flush=True)

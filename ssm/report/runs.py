@@ -26,7 +26,6 @@ class RunRecord:
     path: Optional[Path]
     status: str
     choices: dict = field(default_factory=dict)   # Hydra group choices, e.g. model/text_encoder
-    overrides: list = field(default_factory=list)
     config: dict = field(default_factory=dict)    # the job's resolved config
     results: dict = field(default_factory=dict)
     error: str = ""
@@ -92,7 +91,6 @@ def read_run(job_dir: Path) -> RunRecord:
     hydra_meta = _yaml(job_dir / ".hydra" / "hydra.yaml") or {}
     choices = dict(hydra_meta.get("hydra", {}).get("runtime", {}).get("choices", {}) or {})
     record = RunRecord(path=job_dir, status="incomplete", choices=choices,
-                       overrides=_yaml(job_dir / ".hydra" / "overrides.yaml") or [],
                        config=_yaml(job_dir / ".hydra" / "config.yaml") or {})
     marker = job_dir / STATUS_FILE
     if marker.exists():

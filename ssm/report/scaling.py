@@ -13,9 +13,10 @@ unfinished and never-started jobs are kept and named. Writes into the sweep dir:
 - ``scaling.png``: step time and peak memory against length, log-log, one line per
   encoder, with a dashed line of slope 1 (cost proportional to L) for reference.
 
-``python experiments/scaling_report.py SWEEP_DIR`` rebuilds the report; ``ScalingReport``
-is the Hydra callback the preset attaches, which builds it when the multirun ends (and after
-each job, so a sweep that stops on a failed job still leaves a report naming it).
+``python experiments/scaling_report.py SWEEP_DIR`` rebuilds the report;
+``ssm.report.callbacks.ScalingReport`` is the Hydra callback the preset attaches, which
+builds it when the multirun ends (and after each job, so a sweep that stops on a failed
+job still leaves a report naming it).
 """
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ssm.report.callbacks import SweepReportCallback
 from ssm.report.runs import RunRecord, collect_runs, write_atomic
 
 ENCODER_KEY = "model/text_encoder"
@@ -388,21 +388,3 @@ def write_report(sweep_dir, out_dir=None, bar: float = 4.5, from_length: int = 2
     write_atomic(paths["png"], lambda p: write_plot(p, cells, linear_encoder, from_length))
     return {"paths": paths, "verdict": verdict, "jobs": jobs, "cells": cells, "markdown": text}
 
-
-# ----------------------------------------------------------------------------- Hydra
-
-class ScalingReport(SweepReportCallback):
-    """Hydra callback (``hydra.callbacks.<name>._target_: ssm.report.scaling.ScalingReport``):
-    rewrites the scaling report after each job of a multirun and at its end (see
-    ``ssm.report.callbacks.SweepReportCallback``). Does nothing in single runs."""
-
-    def __init__(self, bar: float = 4.5, from_length: int = 256, linear_encoder: str = "mamba"):
-        linear_verdict([], linear_encoder, bar, from_length)  # validates bar and from_length
-        self.options = dict(bar=bar, from_length=from_length, linear_encoder=linear_encoder)
-
-    def write_report(self, sweep_dir: Path) -> dict:
-        return write_report(sweep_dir, **self.options)
-
-    def announce(self, report: dict) -> None:
-        print(f"\nScaling report: {report['paths']['md']}\n{report['verdict'].line()}",
-              flush=True)

@@ -6,19 +6,16 @@ with the step named, after saving the last good state.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ssm.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ssm.train.checkpoint import rng_state, save_checkpoint, set_rng_state
 from ssm.train.distributed import DistInfo, mean_across_ranks
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -43,9 +40,6 @@ class TrainerSettings:
     # Steps left out of step_ms_median in results.json: the first ones pay one-time costs
     # (building the CPU scan extension, Triton compiles, first allocations).
     timing_warmup: int = 2
-    # Fault injection for the tests of NaN handling and crash recovery; null in real runs.
-    nan_at_step: Optional[int] = None
-    kill_at_step: Optional[int] = None
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -141,10 +135,6 @@ class Trainer:
         self.generator.set_state(state["generator"])
         self.bad_tracker.load_state_dict(state["bad_samples"])
 
-    @staticmethod
-    def saved_step(path: Path) -> int:
-        return load_checkpoint(path)["step"]
-
     # -- the loop --------------------------------------------------------------------------
     def fit(self, on_eval=None) -> None:
         """Train to settings.max_steps; ``on_eval(step)`` runs every eval_every steps."""
@@ -178,8 +168,6 @@ class Trainer:
                 progress.update(1)
             if self.step % s.checkpoint_every == 0 or self.step == s.max_steps:
                 self.save(also_numbered=self.step % s.checkpoint_every == 0)
-            if s.kill_at_step is not None and self.step == s.kill_at_step:
-                os.kill(os.getpid(), signal.SIGKILL)  # fault injection: a hard crash
             if on_eval is not None and s.eval_every and self.step % s.eval_every == 0:
                 on_eval(self.step)
         if progress is not None:
@@ -208,9 +196,7 @@ class Trainer:
             context = contextlib.nullcontext() if sync else self.step_module.no_sync()
             with context, torch.autocast(self.device.type, dtype=self.autocast_dtype,
                                          enabled=self.autocast_dtype is not None):
-                loss, terms = self.step_module(images, tokens, mask, generator=self.generator)
-                if s.nan_at_step is not None and self.step + 1 == s.nan_at_step:
-                    loss = loss * float("nan")  # fault injection: a diverged step
+                loss, terms = self._loss(images, tokens, mask)
             self.scaler.scale(loss / s.grad_accum).backward()
             total += float(mean_across_ranks(loss.detach().float(), self.dist)) / s.grad_accum
             for k, v in terms.items():
@@ -234,6 +220,10 @@ class Trainer:
             self.scheduler.step()
         self.model.clamp_logit_scale()
         return total, totals, samples
+
+    def _loss(self, images, tokens, mask):
+        """(loss, {term: detached value}) of one micro-batch."""
+        return self.step_module(images, tokens, mask, generator=self.generator)
 
     def _next_batch(self):
         """The next non-empty micro-batch; counts and checks skipped (bad) samples."""

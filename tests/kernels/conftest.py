@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from ssm.peers import mamba_selective_scan_ref, mamba_selective_state_update_ref
+from kernels.bench.peers import mamba_selective_scan_ref, mamba_selective_state_update_ref
 
 
 def _required(ref):

@@ -2,7 +2,7 @@
 import torch
 
 from kernels import selective_scan_ref
-from kernels.testing import TOLERANCE, ScanCase, make_inputs, relative_error, run_with_grads
+from kernels.selective_scan.testing import TOLERANCE, ScanCase, make_inputs, relative_error, run_with_grads
 
 # (backend, oracle, dtype) -> (worst relative error, its quantity and case); printed at the end.
 WORST_ERRORS: dict = {}

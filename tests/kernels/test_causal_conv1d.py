@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from kernels import causal_conv1d_fn, causal_conv1d_update
 from kernels.causal_conv1d import causal_conv1d_ref
-from kernels.testing import TOLERANCE, relative_error
+from kernels.selective_scan.testing import TOLERANCE, relative_error
 
 
 def _inputs(b, d, l, w, dtype=torch.float32, device="cpu", bias=True):
@@ -98,5 +98,5 @@ def test_bad_input_is_named(make, exc, words):
 
 def test_update_rejects_bad_state():
     x, w, b = _inputs(2, 3, 5, 4)
-    with pytest.raises(ValueError, match="conv_state must be"):
+    with pytest.raises(ValueError, match="conv_state must have shape"):
         causal_conv1d_update(x[..., 0], torch.zeros(2, 3, 3), w, b)

@@ -6,7 +6,7 @@ import torch
 
 from kernels import selective_scan_fn, selective_scan_ref
 from kernels.selective_scan import cpu
-from kernels.testing import ScanCase, compare_to_reference, make_inputs, scan_grid
+from kernels.selective_scan.testing import ScanCase, compare_to_reference, make_inputs, scan_grid
 from scan_checks import assert_close, check_against_oracles, mamba_comparable
 
 cpu_scan = functools.partial(selective_scan_fn, backend="cpu")
@@ -69,7 +69,7 @@ def test_without_a_compiler_auto_warns_and_uses_the_reference(tmp_path):
     script = (
         "import warnings, torch\n"
         "from kernels import selective_scan_fn, selective_scan_ref\n"
-        "from kernels.testing import ScanCase, make_inputs\n"
+        "from kernels.selective_scan.testing import ScanCase, make_inputs\n"
         "kw = make_inputs(ScanCase(l=5))\n"
         "with warnings.catch_warnings(record=True) as caught:\n"
         "    warnings.simplefilter('always')\n"

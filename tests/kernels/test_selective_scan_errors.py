@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from kernels import selective_scan_fn, selective_scan_ref
-from kernels.testing import ScanCase, make_inputs
+from kernels.selective_scan.testing import ScanCase, make_inputs
 
 
 def _inputs(**case):
@@ -85,5 +85,5 @@ def test_triton_rejects_huge_state(device):
 
 def test_poisoned_buffers_are_on():
     """The suite relies on NaN-filled kernel outputs; make sure that setting is live."""
-    from kernels.selective_scan.triton_common import empty_output
+    from kernels.common.launch import empty_output
     assert torch.isnan(empty_output((3,), torch.float32, "cpu")).all()

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels import selective_scan_fn, selective_scan_ref
-from kernels.testing import (ScanCase, make_inputs, pairwise_option_sets, relative_error,
+from kernels.selective_scan.testing import (ScanCase, make_inputs, pairwise_option_sets, relative_error,
                              run_with_grads)
 from scan_checks import assert_close, mamba_comparable, without_extensions
 

@@ -12,7 +12,7 @@ from kernels import selective_scan_fn, selective_scan_ref
 from kernels.selective_scan.triton_common import LaunchConfig
 from kernels.selective_scan.triton_scan import triton_selective_scan
 from kernels.selective_scan.validation import check_scan_inputs
-from kernels.testing import (ScanCase, compare_to_reference, make_inputs, relative_error,
+from kernels.selective_scan.testing import (ScanCase, compare_to_reference, make_inputs, relative_error,
                              run_with_grads, scan_grid)
 from scan_checks import assert_close, check_against_oracles, mamba_comparable
 

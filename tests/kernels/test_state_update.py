@@ -4,7 +4,7 @@ import torch
 
 from kernels import selective_scan_ref, selective_state_update
 from kernels.state_update import selective_state_update_ref
-from kernels.testing import ScanCase, make_inputs, relative_error
+from kernels.selective_scan.testing import ScanCase, make_inputs, relative_error
 
 
 def _decode(kw, backend):

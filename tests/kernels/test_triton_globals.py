@@ -12,8 +12,8 @@ import triton.language as tl
 # Under TRITON_INTERPRET=1, @triton.jit gives an InterpretedFunction instead of a JITFunction.
 JIT_TYPES = (triton.runtime.JITFunction, triton.runtime.interpreter.InterpretedFunction)
 MODULES = ["kernels.selective_scan.triton_common", "kernels.selective_scan.triton_fwd",
-           "kernels.selective_scan.triton_bwd", "kernels._state_update_triton",
-           "kernels._causal_conv1d_triton"]
+           "kernels.selective_scan.triton_bwd", "kernels.state_update.triton_step",
+           "kernels.causal_conv1d.triton_conv", "kernels.common.triton_math"]
 
 
 def _jit_functions():

@@ -80,8 +80,10 @@ def test_bad_caption_lengths_name_the_argument():
         SyntheticScenes("train", 4, caption_tokens=64.0)
     with pytest.raises(ValueError, match="data.caption_tokens"):
         ScenesData(max_length=64, caption_tokens=128)  # the tokenizer would cut it
-    with pytest.raises(ValueError, match="data.caption_tokens"):
-        ScenesData(max_length=64, caption_tokens=2)
+    with pytest.raises(ValueError, match="caption_tokens must be None or an int >= 3"):
+        ScenesData(max_length=64, caption_tokens=2)  # the one check, SyntheticScenes'
+    with pytest.raises(ValueError, match="caption_tokens must be None or an int >= 3"):
+        ScenesData(max_length=64, caption_tokens=True)
     with pytest.raises(ValueError, match="n_bytes"):
         fill_caption("a red circle", [SceneObject("circle", "red", "small", .5, .5)],
                      random.Random(0), 0)

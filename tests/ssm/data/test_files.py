@@ -397,3 +397,17 @@ def test_collate_all_none_gives_an_empty_batch():
     assert batch["n_bad"] == 3 and batch["captions"] == []
     assert batch["images"].shape[:2] == (0, 3)
     assert batch["tokens"].shape[0] == batch["mask"].shape[0] == 0
+
+
+def test_training_passes_over_shards_each_shuffle_their_own_way(shards):
+    """The trainer's endless batch stream tells the dataset each pass's number."""
+    from ssm.tasks.train import repeat_passes
+
+    dataset = WebDatasetImageText(shards, image_size=S, shuffle_buffer=4, seed=0)
+    loader = DataLoader(dataset, batch_size=None, collate_fn=lambda item: item)
+    stream = repeat_passes(loader)
+    per_pass = len(ALL_CAPTIONS) + 1  # the bad sample comes through as None
+    passes = [[x and x["caption"] for x in (next(stream) for _ in range(per_pass))]
+              for _ in range(3)]
+    assert all(sorted(filter(None, p)) == sorted(ALL_CAPTIONS) for p in passes)
+    assert len({tuple(p) for p in passes}) == 3 and dataset.epoch == 2

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from ssm.encoders.text import (BiMambaTextEncoder, MambaTextEncoder, TransformerTextEncoder,
-                               parameter_count, parameter_report)
+from ssm.encoders import (BiMambaTextEncoder, MambaTextEncoder, TransformerTextEncoder,
+                          parameter_count, parameter_report, parameter_spread, parameters_matched)
 
 SMALL = {
     "mamba": lambda: MambaTextEncoder(width=32, depth=2, d_state=8),
@@ -95,6 +95,15 @@ def test_parameter_report_flags_a_mismatch():
     _, matched = parameter_report({"small": MambaTextEncoder(width=32, depth=1),
                                    "large": MambaTextEncoder(width=64, depth=2)})
     assert not matched
+
+
+def test_matched_means_largest_over_smallest_within_ten_percent():
+    # 9.5% below the largest is 10.5% above the smallest: not matched (one rule, the ratio).
+    assert parameter_spread([90.5, 100]) == pytest.approx(0.105, abs=1e-3)
+    assert not parameters_matched([90.5, 100]) and parameters_matched([91, 100])
+    assert parameters_matched([100, 109.9]) and not parameters_matched([100, 110.1])
+    with pytest.raises(ValueError, match="positive"):
+        parameter_spread([0, 5])
 
 
 BAD = [

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from kernels.testing import relative_error
+from kernels.selective_scan.testing import relative_error
 from ssm.modules import Mamba
 
 

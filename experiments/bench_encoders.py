@@ -1,0 +1,27 @@
+"""Text encoders timed side by side: python experiments/bench_encoders.py [overrides]
+
+Writes encoder_bench.csv and encoder_bench.md into the Hydra run dir and prints the tables.
+``threads=[1]`` for one thread only; ``lengths=[64,1024]``; ``encoders.mamba.width=256``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import _paths  # noqa: F401  (the checkout on sys.path; first)
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from ssm.tasks.bench_encoders import bench_encoders, format_markdown
+
+
+@hydra.main(config_path="../conf", config_name="bench_encoders", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    rows = bench_encoders(cfg, out_dir)
+    print(format_markdown(rows, cfg.reference))
+    print(f"wrote {out_dir / 'encoder_bench.csv'} and encoder_bench.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,1 +1,0 @@
-"""Benchmarks: kernel timings against the roofline, with a correctness check first."""

@@ -1,0 +1,67 @@
+"""Faults injected by the tests from outside the library: nothing in ssm/ or conf/ knows
+of them. They wrap methods of ``ssm.train.loop.Trainer``.
+
+In the test's own process::
+
+    inject(nan_at_step=3, patch=monkeypatch.setattr)
+
+In a subprocess, as a launcher in front of an entry point::
+
+    FAULT_NAN_AT_STEP=2 python tests/faults.py experiments/train.py [overrides]
+
+Environment (the launcher) or keywords (``inject``):
+  FAULT_NAN_AT_STEP=k   the loss of optimizer step k is NaN, as if training diverged
+  FAULT_KILL_AT_STEP=k  SIGKILL right after step k is logged, before its checkpoint
+  FAULT_JOBS=0,3        only in these job numbers of a multirun (default: every job)
+"""
+import os
+import runpy
+import signal
+import sys
+from pathlib import Path
+
+
+def _selected(jobs) -> bool:
+    if jobs is None:
+        return True
+    from hydra.core.hydra_config import HydraConfig
+    return HydraConfig.initialized() and HydraConfig.get().job.get("num") in jobs
+
+
+def inject(nan_at_step=None, kill_at_step=None, jobs=None, patch=setattr) -> None:
+    """Wrap Trainer._loss (NaN) and Trainer._log (kill); ``patch(obj, name, value)`` sets
+    them (``monkeypatch.setattr`` undoes it after the test)."""
+    from ssm.train.loop import Trainer
+
+    if nan_at_step is not None:
+        loss = Trainer._loss
+
+        def diverging(self, *batch):
+            value, terms = loss(self, *batch)
+            if self.step + 1 == nan_at_step and _selected(jobs):
+                value = value * float("nan")
+            return value, terms
+        patch(Trainer, "_loss", diverging)
+    if kill_at_step is not None:
+        log = Trainer._log
+
+        def crashing(self, record):
+            log(self, record)
+            if self.step == kill_at_step and _selected(jobs):
+                os.kill(os.getpid(), signal.SIGKILL)
+        patch(Trainer, "_log", crashing)
+
+
+def _from_environment() -> dict:
+    step = lambda name: int(os.environ[name]) if os.environ.get(name) else None  # noqa: E731
+    jobs = os.environ.get("FAULT_JOBS")
+    return {"nan_at_step": step("FAULT_NAN_AT_STEP"), "kill_at_step": step("FAULT_KILL_AT_STEP"),
+            "jobs": {int(j) for j in jobs.split(",")} if jobs else None}
+
+
+if __name__ == "__main__":
+    script = Path(sys.argv[1]).resolve()
+    sys.argv = [str(script), *sys.argv[2:]]
+    sys.path[0] = str(script.parent)  # as if the script had been run itself
+    inject(**_from_environment())
+    runpy.run_path(str(script), run_name="__main__")
