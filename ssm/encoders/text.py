@@ -6,8 +6,17 @@ All take right-padded byte tokens and their mask and return one feature per capt
 ITM head and, on causal encoders, the tied LM head); ``pool`` turns them into (b, width).
 Padding never changes a real token's state: the Mamba scans stop at each row's length,
 and attention is causal.
+
+Pooling (``pool=``, every encoder): "last" reads the last real token (a causal encoder's
+only token that has read the whole caption), "mean" averages the real tokens, and
+"attention" weighs them by a softmax against one learned query (initialised at zero, so
+it starts as the mean). The Transformer can also read only a CLIP-like window of its
+first ``context_length`` tokens (see ``TransformerTextEncoder``).
 """
 from __future__ import annotations
+
+import math
+from typing import Optional
 
 import torch
 from torch import nn
@@ -15,18 +24,26 @@ from torch import nn
 from ssm.modules import Mamba, RMSNorm, TransformerBlock
 
 
+POOLS = ("last", "mean", "attention")
+
+
 class TextEncoder(nn.Module):
     """Shared checks, embedding and pooling. Subclasses define ``_states``."""
 
     causal: bool = True  # whether a token's state depends only on the tokens before it
 
-    def __init__(self, vocab_size: int, width: int):
+    def __init__(self, vocab_size: int, width: int, pool: str = "last"):
         super().__init__()
         if vocab_size < 1 or width < 1:
             raise ValueError(f"vocab_size and width must be >= 1, got {vocab_size}, {width}")
-        self.vocab_size, self.width = vocab_size, width
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+        self.vocab_size, self.width, self.pool_mode = vocab_size, width, pool
         self.embed = nn.Embedding(vocab_size, width)
         nn.init.normal_(self.embed.weight, std=0.02)
+        # Zero query: uniform weights, so attention pooling starts as the mean. Created only
+        # when used, so the other modes draw the same initial weights as before it existed.
+        self.pool_query = nn.Parameter(torch.zeros(width)) if pool == "attention" else None
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """tokens (b, l) long, mask (b, l) bool -> (b, width)."""
@@ -38,9 +55,17 @@ class TextEncoder(nn.Module):
         return self._states(tokens, lengths)
 
     def pool(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The last real token's state (causal encoders: it has read the whole caption)."""
-        last = mask.sum(1) - 1
-        return states[torch.arange(states.shape[0], device=states.device), last]
+        """states (b, l, width), mask (b, l) -> (b, width), by ``pool_mode``: the last real
+        token's state, the mean of the real tokens, or their attention-weighted sum."""
+        if self.pool_mode == "last":
+            last = mask.sum(1) - 1
+            return states[torch.arange(states.shape[0], device=states.device), last]
+        if self.pool_mode == "mean":
+            weights = mask.to(states.dtype)[..., None]                  # (b, l, 1)
+            return (states * weights).sum(1) / weights.sum(1)
+        scores = states @ self.pool_query.to(states.dtype) / math.sqrt(self.width)  # (b, l)
+        weights = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+        return torch.einsum("bl,blw->bw", weights, states)
 
     def check_tokens(self, tokens, mask) -> torch.Tensor:
         """Validate a batch; returns the lengths (b,) long."""
@@ -71,21 +96,25 @@ class TextEncoder(nn.Module):
         raise NotImplementedError
 
 
-def _mamba_layers(depth, width, d_state, d_conv, expand, backend):
+def _mamba_layers(depth, width, d_state, d_conv, expand, backend, dt_min, dt_max):
     """``depth`` Mamba mixers of one width, for a residual stack."""
-    return nn.ModuleList(Mamba(width, d_state, d_conv, expand, backend=backend)
+    return nn.ModuleList(Mamba(width, d_state, d_conv, expand, dt_min=dt_min, dt_max=dt_max,
+                               backend=backend)
                          for _ in range(depth))
 
 
 class MambaTextEncoder(TextEncoder):
     """Causal Mamba stack: embed -> [x + Mamba(RMSNorm(x))] * depth -> RMSNorm.
-    Pools the last real token."""
+    Pools the last real token by default. dt_min, dt_max: the range of each mixer's
+    initial step sizes (see ``ssm.modules.Mamba``)."""
 
     def __init__(self, vocab_size: int = 259, width: int = 256, depth: int = 4,
-                 d_state: int = 16, d_conv: int = 4, expand: int = 2, backend: str = "auto"):
-        super().__init__(vocab_size, width)
+                 d_state: int = 16, d_conv: int = 4, expand: int = 2, backend: str = "auto",
+                 pool: str = "last", dt_min: float = 1e-3, dt_max: float = 0.1):
+        super().__init__(vocab_size, width, pool)
         self.norms = nn.ModuleList(RMSNorm(width) for _ in range(depth))
-        self.mixers = _mamba_layers(depth, width, d_state, d_conv, expand, backend)
+        self.mixers = _mamba_layers(depth, width, d_state, d_conv, expand, backend,
+                                    dt_min, dt_max)
         self.norm_f = RMSNorm(width)
 
     def _states(self, tokens, lengths):
@@ -97,16 +126,19 @@ class MambaTextEncoder(TextEncoder):
 
 class BiMambaTextEncoder(TextEncoder):
     """Bidirectional Mamba: each layer adds a forward and a reverse mixer's outputs; the
-    reverse one starts at each caption's true end. Mean-pools the real tokens."""
+    reverse one starts at each caption's true end. Mean-pools the real tokens by default."""
 
     causal = False
 
     def __init__(self, vocab_size: int = 259, width: int = 256, depth: int = 2,
-                 d_state: int = 16, d_conv: int = 4, expand: int = 2, backend: str = "auto"):
-        super().__init__(vocab_size, width)
+                 d_state: int = 16, d_conv: int = 4, expand: int = 2, backend: str = "auto",
+                 pool: str = "mean", dt_min: float = 1e-3, dt_max: float = 0.1):
+        super().__init__(vocab_size, width, pool)
         self.norms = nn.ModuleList(RMSNorm(width) for _ in range(depth))
-        self.forward_mixers = _mamba_layers(depth, width, d_state, d_conv, expand, backend)
-        self.reverse_mixers = _mamba_layers(depth, width, d_state, d_conv, expand, backend)
+        self.forward_mixers = _mamba_layers(depth, width, d_state, d_conv, expand, backend,
+                                            dt_min, dt_max)
+        self.reverse_mixers = _mamba_layers(depth, width, d_state, d_conv, expand, backend,
+                                            dt_min, dt_max)
         self.norm_f = RMSNorm(width)
 
     def _states(self, tokens, lengths):
@@ -116,31 +148,79 @@ class BiMambaTextEncoder(TextEncoder):
             h = h + fwd(x, seq_lens=lengths) + rev(x, seq_lens=lengths, reverse=True)
         return self.norm_f(h)
 
-    def pool(self, states, mask):
-        weights = mask.to(states.dtype)[..., None]                      # (b, l, 1)
-        return (states * weights).sum(1) / weights.sum(1)
-
 
 class TransformerTextEncoder(TextEncoder):
-    """CLIP's text tower: token + learned position embeddings, causal pre-norm blocks,
-    final LayerNorm; pools at the end-of-text token (the last real token)."""
+    """CLIP's text tower: token + position embeddings, causal pre-norm blocks, final
+    LayerNorm; pools at the end-of-text token (the last real token) by default.
+
+    positions: "learned" (CLIP: a (max_length, width) table) or "sinusoidal" (fixed codes
+    times one learned gain, so towers of any max_length have the same parameter count).
+    context_length: None, or CLIP's fixed window: only the first context_length tokens are
+    read, and a caption cut there gets ``eos_id`` as its last token (as CLIP's tokenizer ends
+    a truncated caption with its end-of-text token). States past the window are zeros, and
+    pooling reads the window only.
+    """
 
     def __init__(self, vocab_size: int = 259, width: int = 256, depth: int = 2, heads: int = 4,
-                 max_length: int = 1024, mlp_ratio: float = 4.0):
-        super().__init__(vocab_size, width)
-        self.max_length = max_length
-        self.pos_embed = nn.Parameter(torch.randn(max_length, width) * 0.01)
+                 max_length: int = 1024, mlp_ratio: float = 4.0, pool: str = "last",
+                 positions: str = "learned", context_length: Optional[int] = None,
+                 eos_id: int = 257):
+        super().__init__(vocab_size, width, pool)
+        if positions not in ("learned", "sinusoidal"):
+            raise ValueError(f"positions must be 'learned' or 'sinusoidal', got {positions!r}")
+        if context_length is not None and not 2 <= context_length <= max_length:
+            raise ValueError(f"context_length must be None or in [2, max_length={max_length}], "
+                             f"got {context_length!r}")
+        if not 0 <= eos_id < vocab_size:
+            raise ValueError(f"eos_id must lie in [0, vocab_size={vocab_size}), got {eos_id}")
+        self.max_length, self.context_length, self.eos_id = max_length, context_length, eos_id
+        table = max_length if context_length is None else context_length
+        if positions == "learned":
+            self.pos_embed = nn.Parameter(torch.randn(table, width) * 0.01)
+        else:
+            self.register_buffer("pos_codes", _sinusoids(table, width), persistent=False)
+            # Starts near the learned table's scale; a gain lets training make it matter.
+            self.pos_gain = nn.Parameter(torch.tensor(0.02))
         self.blocks = nn.ModuleList(TransformerBlock(width, heads, mlp_ratio)
                                     for _ in range(depth))
         self.norm_f = nn.LayerNorm(width)
+
+    def forward_tokens(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        lengths = self.check_tokens(tokens, mask)
+        l, window = tokens.shape[1], self.context_length
+        if window is None or l <= window:
+            return self._states(tokens, lengths)
+        cut = lengths > window
+        tokens = tokens[:, :window].clone()
+        tokens[cut, window - 1] = self.eos_id
+        states = self._states(tokens, lengths.clamp(max=window))            # (b, window, w)
+        return torch.cat([states, states.new_zeros(states.shape[0], l - window, self.width)], 1)
+
+    def pool(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.context_length is not None and mask.shape[1] > self.context_length:
+            mask = mask.clone()
+            mask[:, self.context_length:] = False  # only the window was read
+        return super().pool(states, mask)
 
     def _states(self, tokens, lengths):
         l = tokens.shape[1]
         if l > self.max_length:
             raise ValueError(f"tokens have length {l} > max_length={self.max_length} of this "
                              "encoder's position table")
-        h = self.embed(tokens) + self.pos_embed[:l]
+        if hasattr(self, "pos_codes"):
+            h = self.embed(tokens) + self.pos_gain * self.pos_codes[:l]
+        else:
+            h = self.embed(tokens) + self.pos_embed[:l]
         for block in self.blocks:
             h = block(h, causal=True)
         return self.norm_f(h)
 
+
+def _sinusoids(length: int, width: int) -> torch.Tensor:
+    """The Transformer paper's fixed position codes, (length, width), in [-1, 1]."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    rates = torch.exp(torch.arange(0, width, 2, dtype=torch.float32) * (-math.log(1e4) / width))
+    table = torch.zeros(length, width)
+    table[:, 0::2] = torch.sin(position * rates)
+    table[:, 1::2] = torch.cos(position * rates[: width // 2])
+    return table

@@ -130,3 +130,83 @@ def test_transformer_rejects_captions_longer_than_its_position_table():
     tokens, mask = _batch(l=80, lengths=(80, 5, 5))
     with pytest.raises(ValueError, match="max_length=64"):
         SMALL["transformer"]()(tokens, mask)
+
+
+# --- pooling, the CLIP-like window, sinusoidal positions ------------------------------------
+
+@pytest.mark.parametrize("pool", ["last", "mean", "attention"])
+@pytest.mark.parametrize("name", list(SMALL))
+def test_every_pool_ignores_padding(name, pool):
+    torch.manual_seed(0)
+    cls = {"mamba": MambaTextEncoder, "bimamba": BiMambaTextEncoder,
+           "transformer": TransformerTextEncoder}[name]
+    kwargs = dict(width=32, max_length=64) if name == "transformer" else dict(width=32, d_state=8)
+    encoder = cls(depth=1, pool=pool, **kwargs)
+    tokens, mask = _batch()
+    with torch.no_grad():
+        states = encoder.forward_tokens(tokens, mask)
+        pooled = encoder(tokens, mask)
+        padded = encoder(torch.cat([tokens, torch.full((3, 5), 258)], 1),
+                         torch.cat([mask, torch.zeros(3, 5, dtype=torch.bool)], 1))
+    assert (pooled - padded).abs().max() < 1e-5
+    if pool == "last":
+        torch.testing.assert_close(pooled[1], states[1, 8])
+    else:  # mean, and attention at its zero-query initialisation, average the real tokens
+        torch.testing.assert_close(pooled[1], states[1, :9].mean(0))
+
+
+def test_attention_pool_learns_its_query():
+    encoder = MambaTextEncoder(width=32, depth=1, d_state=8, pool="attention")
+    tokens, mask = _batch()
+    encoder(tokens, mask).square().sum().backward()
+    assert encoder.pool_query.grad is not None and encoder.pool_query.grad.abs().sum() > 0
+    with torch.no_grad():
+        encoder.pool_query.normal_()
+        states = encoder.forward_tokens(tokens, mask)
+        weights = (states[2, :3] @ encoder.pool_query / 32 ** 0.5).softmax(0)
+        torch.testing.assert_close(encoder(tokens, mask)[2], weights @ states[2, :3])
+    with pytest.raises(ValueError, match="pool"):
+        MambaTextEncoder(width=32, pool="max")
+
+
+def test_pool_option_leaves_the_default_initialisation_alone():
+    """Adding pooling options must not move a default run: same weights, same draws."""
+    torch.manual_seed(5)
+    a = MambaTextEncoder(width=32, depth=1, d_state=8)
+    torch.manual_seed(5)
+    b = MambaTextEncoder(width=32, depth=1, d_state=8, pool="mean")
+    for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_context_window_reads_only_the_first_tokens():
+    """A windowed tower sees a long caption as that caption cut to the window and ended
+    with EOS, the way CLIP's tokenizer cuts it."""
+    torch.manual_seed(1)
+    windowed = TransformerTextEncoder(width=32, depth=1, heads=4, max_length=64,
+                                      positions="sinusoidal", context_length=10)
+    tokens, mask = _batch(l=20, lengths=(20, 10, 4))
+    cut = tokens[:, :10].clone()
+    cut[0, 9] = 257
+    with torch.no_grad():
+        full = windowed(tokens, mask)
+        window = windowed(cut, mask[:, :10])
+        states = windowed.forward_tokens(tokens, mask)
+    torch.testing.assert_close(full, window)
+    assert states.shape == (3, 20, 32) and states[:, 10:].abs().max() == 0
+    changed = tokens.clone()
+    changed[0, 12:] = (changed[0, 12:] + 1) % 256          # past the window: unseen
+    with torch.no_grad():
+        torch.testing.assert_close(windowed(changed, mask), full)
+    with pytest.raises(ValueError, match="context_length"):
+        TransformerTextEncoder(width=32, max_length=64, context_length=65)
+
+
+def test_sinusoidal_positions_cost_the_same_parameters_at_any_length():
+    short = TransformerTextEncoder(width=32, depth=1, max_length=64, positions="sinusoidal")
+    long = TransformerTextEncoder(width=32, depth=1, max_length=2048, positions="sinusoidal")
+    assert parameter_count(short) == parameter_count(long)
+    tokens, mask = _batch()
+    assert long(tokens, mask).shape == (3, 32)
+    with pytest.raises(ValueError, match="positions"):
+        TransformerTextEncoder(positions="rotary")
