@@ -64,6 +64,15 @@ def _scale(n: int) -> float:
     return min(1.0, math.sqrt(3 / max(n, 1)))
 
 
+def object_radius(size: str, n_objects: int) -> float:
+    """Radius of the circle enclosing an object of ``size`` in a scene of ``n_objects``,
+    as a fraction of the image side. Placed objects keep ``MIN_GAP`` between circles."""
+    return _RADIUS[size] * _scale(n_objects)
+
+
+MIN_GAP = _GAP
+
+
 @functools.lru_cache(maxsize=8)
 def _grid(image_size: int) -> tuple[Tensor, Tensor]:
     """x and y of the pixel centres, each (image_size, image_size), in [0, 1]."""
@@ -245,9 +254,19 @@ class SyntheticScenes(Dataset):
         return _place(rng, [(s, c, rng.choice(SIZES)) for s, c in combos])
 
     def __getitem__(self, index: int) -> dict:
+        item = self.describe(index)
+        return dict(image=render(item["objects"], self.image_size), **item)
+
+    def _check_index(self, index) -> int:
         index = int(index)
         if not 0 <= index < self.size:
             raise IndexError(f"index {index} out of range for {self.size} items")
+        return index
+
+    def describe(self, index: int) -> dict:
+        """Item ``index`` without its image (nothing is rendered, so it is cheap): caption,
+        negatives and objects, exactly as ``self[index]`` has them."""
+        index = self._check_index(index)
         rng = self._rng(index)
         objects = self._draw(rng, index)
         if self.split == "val":
@@ -264,8 +283,7 @@ class SyntheticScenes(Dataset):
                 if negative != text:
                     filled.append(negative)
             negatives = filled
-        return dict(image=render(objects, self.image_size), caption=text, negatives=negatives,
-                    objects=objects)
+        return dict(caption=text, negatives=negatives, objects=objects)
 
 
 class ZeroShotScenes(SyntheticScenes):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Union
 
+from ssm.data.dense import DenseScenes, caption_byte_bounds
 from ssm.data.files import CsvImageText, WebDatasetImageText
 from ssm.data.scenes import ZERO_SHOT_TEMPLATES, SyntheticScenes, zero_shot_set
 
@@ -33,16 +34,46 @@ class ScenesData:
             raise ValueError(f"data.caption_tokens ({caption_tokens}) must be <= data.max_length "
                              f"({max_length}): longer captions would be cut")
 
+    scenes = SyntheticScenes  # the dataset class of both splits
+
     def train_dataset(self):
-        return SyntheticScenes("train", self.train_size, **self.scene_args)
+        return self.scenes("train", self.train_size, **self.scene_args)
 
     def val_dataset(self):
-        return SyntheticScenes("val", self.val_size, **self.scene_args)
+        return self.scenes("val", self.val_size, **self.scene_args)
 
     def zero_shot_dataset(self):
         if not self.zero_shot_size:
             return None
         return zero_shot_set(self.zero_shot_size, self.seed, self.image_size)
+
+
+class DenseScenesData(ScenesData):
+    """Dense scenes (``ssm.data.dense``): min_objects..max_objects (4 to 12) objects, each
+    described by a paragraph whose length ``detail`` (1, 2, 3) sets; its val set also runs
+    the needle test. max_length must hold the longest caption these settings can make (no
+    caption is ever cut by the tokenizer). Zero-shot prompts are the built-in scenes' (the
+    zero-shot set is ScenesData's)."""
+
+    scenes = DenseScenes
+
+    def __init__(self, train_size: int = 50_000, val_size: int = 500, zero_shot_size: int = 300,
+                 image_size: int = 64, min_objects: int = 4, max_objects: int = 12,
+                 detail: int = 2, held_out_fraction: float = 0.2, max_length: int = 2048,
+                 seed: int = 0):
+        self.scene_args = dict(seed=seed, image_size=image_size, min_objects=min_objects,
+                               max_objects=max_objects, detail=detail,
+                               held_out_fraction=held_out_fraction)
+        self.train_size, self.val_size, self.zero_shot_size = train_size, val_size, zero_shot_size
+        self.image_size, self.max_length, self.seed = image_size, max_length, seed
+        self.zero_shot_templates = ZERO_SHOT_TEMPLATES
+        # ScenesData's own __init__ would build scenes of the other kind; the fields above
+        # are all its zero_shot_dataset reads.
+        self.train_dataset()  # DenseScenes checks its settings now
+        longest = caption_byte_bounds(max_objects, detail)[1] + 2   # BOS and EOS
+        if max_length < longest:
+            raise ValueError(f"data.max_length ({max_length}) must be >= {longest}: dense captions "
+                             f"of {max_objects} objects at detail {detail} reach {longest} tokens")
 
 
 class CsvData:
