@@ -29,8 +29,11 @@ def evaluate_checkpoint(checkpoint: Path, device: str = "auto", batch_size: int 
     model = build_model(cfg, build(cfg.loss))
     model.load_state_dict(load_checkpoint(checkpoint)["model"])
     model.to(target)
-    results = Evaluator(ByteTokenizer(), data.max_length, target, batch_size)(
-        model, data.val_dataset(), data.zero_shot_dataset(), data.zero_shot_templates)
+    options = {k: cfg.eval[k] for k in ("needle_items", "blind_captions")
+               if k in cfg.get("eval", {})}
+    results = Evaluator(ByteTokenizer(), data.max_length, target, batch_size, **options)(
+        model, data.val_dataset(), data.zero_shot_dataset(), data.zero_shot_templates,
+        train_dataset=data.train_dataset())
     path = output or run_dir / f"eval_{checkpoint.stem}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     return results, path

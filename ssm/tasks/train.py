@@ -20,6 +20,7 @@ from ssm.data.files import BadSampleTracker, collate_image_text
 from ssm.encoders import parameter_count
 from ssm.eval.evaluate import Evaluator
 from ssm.tasks.build import build, build_model
+from ssm.train.budget import calibrate_steps
 from ssm.train.checkpoint import load_checkpoint
 from ssm.train.distributed import (DistInfo, barrier, broadcast_object, init_distributed,
                                    shutdown_distributed)
@@ -90,6 +91,8 @@ def _train(cfg, run_dir, settings, device, dist, group) -> dict:
     tokenizer = ByteTokenizer()
     objective = build(cfg.loss)
     model = build_model(cfg, objective).to(device)
+    budget = _apply_time_budget(cfg, settings, model, objective, data, dist, device, tokenizer,
+                                run_dir)
     optimizer, scheduler = build(cfg.optim).build(model, settings.max_steps)
     metrics = JsonlWriter(run_dir / "metrics.jsonl")
     logger = build(cfg.logger) if dist.is_main else NullLogger()
@@ -117,11 +120,17 @@ def _train(cfg, run_dir, settings, device, dist, group) -> dict:
         if dist.is_main:
             dropped = metrics.truncate_after(start_step)
             log.info("resumed at step %d (dropped %d later metric lines)", start_step, dropped)
-    evaluator = Evaluator(tokenizer, data.max_length, device, cfg.eval.batch_size)
+    evaluator = Evaluator(tokenizer, data.max_length, device, cfg.eval.batch_size,
+                          needle_items=cfg.eval.get("needle_items", 200),
+                          blind_captions=cfg.eval.get("blind_captions", 2000))
+    curve_pairs = cfg.eval.get("curve_pairs", 0)
 
     def evaluate(step=None):
-        results = evaluator(model, data.val_dataset(), data.zero_shot_dataset(),
-                            data.zero_shot_templates)
+        if step is not None and curve_pairs:  # during training: a validation-curve point
+            results = evaluator.curve(model, data.val_dataset(), curve_pairs)
+        else:
+            results = evaluator(model, data.val_dataset(), data.zero_shot_dataset(),
+                                data.zero_shot_templates, train_dataset=data.train_dataset())
         if step is not None and dist.is_main:
             metrics.log({"step": step, **{f"eval/{k}": v for k, v in results.items()}})
         return results
@@ -137,14 +146,39 @@ def _train(cfg, run_dir, settings, device, dist, group) -> dict:
         results = {}
         if dist.is_main:
             results = evaluate() if evaluating else {}
-            results.update(_run_facts(cfg, model, trainer, bad, started, peak, device))
+            results.update(_run_facts(cfg, model, trainer, bad, started, peak, device), **budget)
             (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+            if evaluator.items:  # per-item outcomes: the reports' paired bootstrap reads them
+                (run_dir / "eval_items.json").write_text(json.dumps(evaluator.items) + "\n")
             logger.log({f"final/{k}": v for k, v in results.items()
                         if isinstance(v, (int, float))}, step=trainer.step)
         barrier(dist)
         return results
     finally:
         logger.finish()
+
+
+def _apply_time_budget(cfg, settings, model, objective, data, dist, device, tokenizer,
+                       run_dir) -> dict:
+    """With trainer.time_budget_s, set settings.max_steps to the steps that fit (timed on
+    copies, see ssm.train.budget; a resumed run reads the count it chose, from
+    time_budget.json). Returns the facts for results.json ({} without a budget)."""
+    if settings.time_budget_s is None:
+        return {}
+    record = run_dir / "time_budget.json"
+    if cfg.resume and record.exists():
+        chosen = json.loads(record.read_text())
+    else:
+        batches = _batches(data.train_dataset(), settings, dist, cfg.seed, 0, tokenizer,
+                           data.max_length)
+        chosen = calibrate_steps(model, objective, build(cfg.optim), batches, device,
+                                 settings.time_budget_s, dist)
+        if dist.is_main:
+            record.write_text(json.dumps(chosen) + "\n")
+    settings.max_steps = chosen["max_steps"]
+    log.info("time budget %.0f s: %d steps of %.0f ms", settings.time_budget_s,
+             chosen["max_steps"], chosen["step_ms_calibrated"])
+    return {"time_budget_s": settings.time_budget_s, **chosen}
 
 
 def _run_facts(cfg, model, trainer, bad, started, peak, device) -> dict:

@@ -10,6 +10,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import nn
@@ -40,6 +41,9 @@ class TrainerSettings:
     # Steps left out of step_ms_median in results.json: the first ones pay one-time costs
     # (building the CPU scan extension, Triton compiles, first allocations).
     timing_warmup: int = 2
+    # Equal wall-clock budgets: seconds of training; the run first times a few steps and
+    # trains as many as fit (max_steps is then ignored; see ssm.train.budget).
+    time_budget_s: Optional[float] = None
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -50,6 +54,8 @@ class TrainerSettings:
                 raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
         if self.timing_warmup < 0:
             raise ValueError(f"trainer.timing_warmup must be >= 0, got {self.timing_warmup}")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise ValueError(f"trainer.time_budget_s must be null or > 0, got {self.time_budget_s}")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"trainer.batch_size ({self.batch_size}) must be a multiple of "
                              f"trainer.grad_accum ({self.grad_accum})")
