@@ -10,27 +10,15 @@ key (``optim.lr``) of a sweep; the report then checks that only that key and the
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import _paths  # noqa: F401  (the checkout on sys.path; first)
+from _report_cli import rebuild
 from ssm.report.comparison import DEFAULT_GROUP, write_comparison_report
 
 
 def main(argv=None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep_dirs", nargs="+", type=Path, help="Hydra multirun dirs")
-    parser.add_argument("--out", type=Path, default=None, help="report dir (default: first sweep)")
-    parser.add_argument("--group-by", default=DEFAULT_GROUP,
-                        help="Hydra choice or dotted config key to compare (default: %(default)s)")
-    args = parser.parse_args(argv)
-    try:
-        path = write_comparison_report(args.sweep_dirs, args.out, args.group_by)
-    except ValueError as exc:
-        parser.error(str(exc))
-    print(path.read_text())
-    print(f"report written to {path.parent}")
-    return path
+    return rebuild(__doc__, write_comparison_report, argv, group_by_default=DEFAULT_GROUP)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Hydra callbacks that keep a sweep's report up to date.
 
 Attach with ``hydra.callbacks.<name>._target_: ssm.report.callbacks.ComparisonReport``
-(the compare_encoders presets do) or ``ssm.report.callbacks.ScalingReport`` (long_captions).
+(the compare_encoders presets do), ``ssm.report.callbacks.ScalingReport`` (long_captions)
+or ``ssm.report.callbacks.DenseCaptionsReport`` (dense_captions).
 After every job the callback records how the job ended (``job_status.json``) and rewrites
 the report, so a sweep that dies halfway still leaves a report that names its failed and
 missing runs; ``on_multirun_end`` writes the final one.
@@ -17,6 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ssm.report.comparison import write_comparison_report
+from ssm.report.dense import write_dense_report
 from ssm.report.runs import write_job_status
 from ssm.report.scaling import linear_verdict, write_report
 
@@ -91,4 +93,17 @@ class ScalingReport(SweepReportCallback):
 
     def announce(self, report: dict) -> None:
         print(f"\nScaling report: {report['paths']['md']}\n{report['verdict'].line()}",
+              flush=True)
+
+
+class DenseCaptionsReport(SweepReportCallback):
+    """Writes dense_captions.md/.csv and plots into the sweep dir (see ssm.report.dense)."""
+
+    def write_report(self, sweep_dir: Path) -> Path:
+        path = write_dense_report([sweep_dir], sweep_dir)
+        log.info("dense-captions report: %s", path)
+        return path
+
+    def announce(self, path: Path) -> None:
+        print(f"\nDense-captions report: {path}\n" + path.read_text().split("\n## ")[0],
               flush=True)

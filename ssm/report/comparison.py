@@ -4,7 +4,10 @@
 comparison.csv (one row per encoder, or per value of ``group_by``: any Hydra choice or
 dotted config key), comparison_runs.csv (one row per job, failed ones included) and the
 plots of ``ssm.report.plots``. Runs that failed, were cut short or never started are
-listed by name in the Markdown, never dropped silently.
+listed by name in the Markdown, never dropped silently. The Markdown also holds the
+compositional probe suite beside its blind (text-only) baseline, with a bias check per
+category, and paired bootstrap intervals between every two groups (from each run's
+eval_items.json).
 """
 from __future__ import annotations
 
@@ -15,17 +18,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ssm.encoders.parameters import MATCH_TOLERANCE, parameter_spread, parameters_matched
+from ssm.eval.blind import BIAS_MARGIN, bias_verdict
+from ssm.eval.probes import CATEGORIES
 from ssm.report import plots
-from ssm.report.runs import RunRecord, collect_runs
+from ssm.report.runs import RunRecord, open_sweeps
+from ssm.report.significance import group_interval, significance_lines
 
 # (results.json key, column label, format)
 METRICS = [
     ("t2i_r1", "t2i R@1", ".3f"), ("t2i_r5", "t2i R@5", ".3f"),
     ("i2t_r1", "i2t R@1", ".3f"), ("i2t_r5", "i2t R@5", ".3f"),
-    ("order_acc", "word-order probe", ".3f"), ("order_acc_text_only", "text-only baseline", ".3f"),
+    ("order_acc", "word-order probe", ".3f"), ("order_acc_blind", "blind baseline", ".3f"),
     ("zeroshot_acc", "zero-shot", ".3f"),
     ("samples_per_s", "samples/s", ".0f"), ("peak_mem_mb", "peak MB", ".0f"),
 ]
+# The probe suite, each category with the blind baseline's score (CSV columns and table).
+PROBES = [("order_acc", "order_acc_blind", "word order")] + [
+    (f"probe_{c}", f"blind_{c}", c.replace("_", " ")) for c in CATEGORIES]
+PROBE_METRICS = [(key, key, ".3f") for pair in PROBES for key in pair[:2]
+                 if key not in ("order_acc", "order_acc_blind")]
 DEFAULT_GROUP = "model/text_encoder"
 
 
@@ -137,24 +148,25 @@ def format_markdown(summaries, records, sweep_dirs, differences, plot_files,
         pairs = val_pairs.pop()
         lines.append(f"Retrieval over {pairs} held-out pairs: chance R@1 = {1 / pairs:.3f}, "
                      f"R@5 = {5 / pairs:.3f}. The word-order probe scores a caption against "
-                     "the same words reordered; the text-only baseline (a bag-of-bytes model) "
-                     "sits at 0.5 by construction.")
+                     "the same words reordered (chance 0.5); its blind baseline is a text-only "
+                     "word n-gram model fitted on training captions that picks the more "
+                     "plausible caption (`ssm.eval.blind`). The bag-of-bytes baseline "
+                     "(`order_acc_text_only` in results.json) is 0.5 by construction on this "
+                     "probe, so it is not shown.")
     lines.append("Ranks (each run's results.json): ties count against the model, and "
                  "`*_median_rank` over an even number of queries is the mean of the two middle "
                  "ranks; open_clip floors that median and breaks ties by sort order, so do not "
                  "compare its median ranks with these directly.")
+    lines += throughput_warnings(summaries)
     lines.append("")
     lines += [f"![{name}]({name})" for name in plot_files]
-    unfinished = [r for r in records if r.status != "complete"]
-    lines += ["", "## Runs not complete", ""]
-    if unfinished:
-        lines += [f"| job | {label} | seed | status | reason |", "|---|---|---|---|---|"]
-        for r in unfinished:
-            reason = (r.error or "").replace("|", "\\|").replace("\n", " ")[:300]
-            lines.append(f"| {_job_name(r)} | {r.value(group_by)} | "
-                         f"{r.value('seed')} | {r.status} | {reason} |")
-    else:
-        lines.append("None: every job finished.")
+    lines += probe_section(summaries, label)
+    lines += ["", "## Significance", "",
+              "Paired bootstrap over evaluation items (the same seed's held-out queries, "
+              "resampled within each seed, 2,000 draws): the 95% interval of the difference "
+              "in t2i R@5 between two groups; significant when it excludes 0.", ""]
+    lines += significance_lines({s.name: s.runs for s in summaries}, _t2i_r5_items, "t2i R@5")
+    lines += unfinished_lines(records, label, group_by)
     lines += ["", "## Per-run results", "", f"| job | {label} | seed | status | "
               + " | ".join(label for _, label, _ in METRICS) + " |",
               "|" + "---|" * (4 + len(METRICS))]
@@ -166,38 +178,127 @@ def format_markdown(summaries, records, sweep_dirs, differences, plot_files,
     return "\n".join(lines) + "\n"
 
 
+def unfinished_lines(records, label: str, group_by: str) -> list[str]:
+    """The "Runs not complete" section: every failed, incomplete or missing job, with why."""
+    unfinished = [r for r in records if r.status != "complete"]
+    lines = ["", "## Runs not complete", ""]
+    if not unfinished:
+        return lines + ["None: every job finished."]
+    lines += [f"| job | {label} | seed | status | reason |", "|---|---|---|---|---|"]
+    for r in unfinished:
+        reason = (r.error or "").replace("|", "\\|").replace("\n", " ")[:300]
+        lines.append(f"| {_job_name(r)} | {r.value(group_by)} | "
+                     f"{r.value('seed')} | {r.status} | {reason} |")
+    return lines
+
+
+def throughput_warnings(summaries) -> list[str]:
+    """A warning per group whose samples/s spread (max - min over runs) is as large as its
+    mean: timings from a busy machine, not a property of the encoder."""
+    lines = []
+    for s in summaries:
+        values = [float(r.results["samples_per_s"]) for r in s.complete
+                  if isinstance(r.results.get("samples_per_s"), (int, float))]
+        if len(values) > 1 and max(values) - min(values) >= statistics.fmean(values):
+            lines.append(f"**Warning:** {s.name}'s samples/s spread over {min(values):.0f}-"
+                         f"{max(values):.0f}, as wide as its mean ({statistics.fmean(values):.0f}): "
+                         "the machine was busy; rerun on a quiet one before comparing throughput.")
+    return lines
+
+
+def _t2i_r5_items(record) -> dict:
+    ranks = record.items().get("t2i_rank") or []
+    return {q: float(rank <= 5) for q, rank in enumerate(ranks)}
+
+
+def probe_items(category: str, field: str = "correct"):
+    """extract(record) -> {item key: outcome} of one probe category ("order" for the
+    word-order probe); ``field`` "blind" reads the blind baseline's outcomes."""
+    def extract(record) -> dict:
+        items = record.items()
+        rows = items.get("order") if category == "order" else [
+            r for r in items.get("probes") or [] if r["category"] == category]
+        # An item may hold several word-order negatives: key them by their rank among its own.
+        seen, out = {}, {}
+        for r in rows or []:
+            if field in r:
+                k = seen[r["index"]] = seen.get(r["index"], -1) + 1
+                out[(r["index"], k)] = float(r[field])
+        return out
+    return extract
+
+
+def probe_section(summaries, label: str) -> list[str]:
+    """The probe-suite table: each group's accuracy per category (mean ± std over seeds),
+    the blind baseline's, and the bias check on the blind baseline."""
+    present = [(key, blind, name) for key, blind, name in PROBES
+               if any(s.stats(key)[2] for s in summaries)]
+    if not present:
+        return []
+    lines = ["", "## Compositional probes", "",
+             "Accuracy of the true caption over its negative, each scored with the image "
+             "(chance 0.5), mean ± std over seeds. Negatives differ from the caption in exactly "
+             "one stated way (`ssm.eval.probes`). The blind baseline scores the same pairs "
+             "without the image: a word n-gram model of the training captions prefers the "
+             "more plausible one. A category is flagged **biased** when the blind baseline is "
+             f"at least {BIAS_MARGIN:g} above chance and its 95% interval (bootstrap over items) "
+             "excludes chance: there, text priors alone pass the probe. `n/a`: the captions "
+             "give no such negative (counting needs a stated count).", "",
+             "| " + " | ".join([label] + [name for _, _, name in present]) + " |",
+             "|" + "---|" * (1 + len(present))]
+    for s in summaries:
+        lines.append("| " + " | ".join([s.name] + [_cell(*s.stats(key)[:2], ".3f")
+                                                   for key, _, _ in present]) + " |")
+    # The blind model sees no image and no encoder: every group's runs of one seed agree,
+    # so one group (the first with per-item outcomes) stands for all.
+    reference = next((s for s in summaries if any(r.items() for r in s.complete)), summaries[0])
+    blind, checks = ["blind baseline (text only)"], ["bias check (blind vs chance)"]
+    for key, blind_key, _ in present:
+        blind.append(_cell(*reference.stats(blind_key)[:2], ".3f"))
+        category = "order" if key == "order_acc" else key[len("probe_"):]
+        iv = group_interval(reference.runs, probe_items(category, "blind"))
+        verdict = bias_verdict(iv.estimate, iv.low)
+        checks.append("n/a" if verdict == "n/a" else
+                      f"{'**biased**' if verdict == 'biased' else 'ok'} "
+                      f"({iv.estimate:.2f} [{iv.low:.2f}, {iv.high:.2f}])")
+    lines += ["| " + " | ".join(blind) + " |", "| " + " | ".join(checks) + " |"]
+    lines += ["", "Paired bootstrap between groups on each category's items (difference in "
+              "accuracy, 95% interval):", ""]
+    for key, _, name in present:
+        category = "order" if key == "order_acc" else key[len("probe_"):]
+        lines += significance_lines({s.name: s.runs for s in summaries},
+                                    probe_items(category), name) + [""]
+    return lines
+
+
 def write_csvs(summaries, records, out_dir: Path, group_by: str = DEFAULT_GROUP) -> None:
     label = group_label(group_by)
     with open(out_dir / "comparison.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow([label, "params_text", "runs_complete", "runs_total"]
-                        + [f"{k}_{s}" for k, _, _ in METRICS for s in ("mean", "std")])
+                        + [f"{k}_{s}" for k, _, _ in METRICS + PROBE_METRICS
+                           for s in ("mean", "std")])
         for s in summaries:
             row = [s.name, s.params_text or "", len(s.complete), len(s.runs)]
-            for key, _, _ in METRICS:
+            for key, _, _ in METRICS + PROBE_METRICS:
                 mean, std, _ = s.stats(key)
                 row += ["" if math.isnan(mean) else mean, "" if math.isnan(std) else std]
             writer.writerow(row)
     with open(out_dir / "comparison_runs.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["job", label, "seed", "status", "error"] + [k for k, _, _ in METRICS])
+        columns = [k for k, _, _ in METRICS + PROBE_METRICS]
+        writer.writerow(["job", label, "seed", "status", "error"] + columns)
         for r in records:
             writer.writerow([_job_name(r), r.value(group_by), r.value("seed"),
-                             r.status, r.error] + [r.results.get(k, "") for k, _, _ in METRICS])
+                             r.status, r.error] + [r.results.get(k, "") for k in columns])
 
 
 def write_comparison_report(sweep_dirs, out_dir=None, group_by: str = DEFAULT_GROUP) -> Path:
     """Build the report from one or more sweep dirs into ``out_dir`` (default: the first
     sweep dir). Returns the path of comparison.md."""
-    sweep_dirs = [Path(d) for d in ([sweep_dirs] if isinstance(sweep_dirs, (str, Path))
-                                    else sweep_dirs)]
-    if not sweep_dirs:
-        raise ValueError("sweep_dirs is empty: give at least one sweep directory")
-    records = collect_runs(sweep_dirs)
+    sweep_dirs, records, out_dir = open_sweeps(sweep_dirs, out_dir)
     summaries = summarize(records, group_by)
-    out_dir = Path(out_dir) if out_dir is not None else sweep_dirs[0]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plot_files = plots.comparison_plots(summaries, out_dir)
+    plot_files = plots.comparison_plots(summaries, out_dir, PROBES)
     write_csvs(summaries, records, out_dir, group_by)
     markdown = format_markdown(summaries, records, sweep_dirs,
                                config_differences(records, varied_keys(group_by)), plot_files,

@@ -18,6 +18,7 @@ from typing import Optional
 from omegaconf import OmegaConf
 
 STATUS_FILE = "job_status.json"
+ITEMS_FILE = "eval_items.json"
 
 
 @dataclass
@@ -29,6 +30,7 @@ class RunRecord:
     config: dict = field(default_factory=dict)    # the job's resolved config
     results: dict = field(default_factory=dict)
     error: str = ""
+    _items: Optional[dict] = field(default=None, repr=False, compare=False)
 
     def value(self, key: str):
         """A group choice (``model/text_encoder``) or a dotted config key (``seed``)."""
@@ -56,6 +58,15 @@ class RunRecord:
                 steps.append(row["step"])
                 values.append(row[key])
         return steps, values
+
+
+    def items(self) -> dict:
+        """Per-item evaluation outcomes (eval_items.json: ``t2i_rank``, ``probes``,
+        ``order``, ``needle``); {} when the run wrote none. Read once, then kept."""
+        if self._items is None:
+            path = self.path / ITEMS_FILE if self.path else None
+            self._items = json.loads(path.read_text()) if path and path.exists() else {}
+        return self._items
 
 
 def write_atomic(path: Path, writer) -> None:
@@ -178,3 +189,16 @@ def collect_runs(sweep_dirs) -> list[RunRecord]:
                                       error=f"never started in {sweep_dir}"))
         records.extend(runs)
     return records
+
+
+def open_sweeps(sweep_dirs, out_dir=None) -> tuple[list[Path], list[RunRecord], Path]:
+    """(sweep dirs as paths, every job's record, the report dir made): what a report
+    builder starts from. ``out_dir`` defaults to the first sweep dir."""
+    sweep_dirs = [Path(d) for d in ([sweep_dirs] if isinstance(sweep_dirs, (str, Path))
+                                    else sweep_dirs)]
+    if not sweep_dirs:
+        raise ValueError("sweep_dirs is empty: give at least one sweep directory")
+    records = collect_runs(sweep_dirs)
+    out_dir = Path(out_dir) if out_dir is not None else sweep_dirs[0]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return sweep_dirs, records, out_dir

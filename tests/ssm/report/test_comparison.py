@@ -45,7 +45,7 @@ def test_quick_sweep_writes_the_report(quick_sweep):
     assert "Comparison report:" in stdout
     for name in ("comparison.md", "comparison.csv", "comparison_runs.csv"):
         assert (sweep_dir / name).stat().st_size > 0
-    for name in ("learning_curves.png", "retrieval.png", "word_order.png"):
+    for name in ("learning_curves.png", "retrieval.png", "probes.png"):
         data = (sweep_dir / name).read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 5000, name
     markdown = (sweep_dir / "comparison.md").read_text()
@@ -53,6 +53,16 @@ def test_quick_sweep_writes_the_report(quick_sweep):
     assert "apart from `model.text_encoder`, `seed`" in markdown
     for encoder in ("mamba", "bimamba", "transformer"):
         assert f"| {encoder} |" in markdown
+    # The probe suite beside its blind baseline, with the bias check, and the paired
+    # bootstrap verdicts between encoders.
+    probes = markdown.split("## Compositional probes")[1].split("## Significance")[0]
+    assert "| blind baseline (text only) |" in probes and "| bias check (blind vs chance) |" in probes
+    assert "attribute replacement" in probes
+    significance = markdown.split("## Significance")[1]
+    assert "| mamba − bimamba |" in significance and "| bimamba − transformer |" in significance
+    # The validation curve: logged every 2 steps on 16 held-out pairs.
+    lines = [json.loads(x) for x in (sweep_dir / "0" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "eval/val_loss" in x] == [2, 4]
 
 
 @pytest.mark.slow  # a subprocess sweep or training run: seconds each
@@ -146,3 +156,65 @@ def test_group_by_any_config_key(quick_sweep, tmp_path):
     assert "Config: complete runs also differ in" in markdown and "`model.text_encoder.depth`" in markdown
     header = (tmp_path / "by_class" / "comparison_runs.csv").read_text().splitlines()[0]
     assert header.startswith(f"job,{key},seed,status")
+
+
+# --- report parts on sweep dirs built here, with known per-run numbers -----------------------
+
+def _fake_job(sweep, number, encoder, seed, samples_per_s, ranks, probe=None):
+    from omegaconf import OmegaConf
+    job = sweep / str(number)
+    (job / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create({"seed": seed, "model": {"text_encoder": {"_target_": encoder}}}),
+                   job / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": {
+        "model/text_encoder": encoder}}}}), job / ".hydra" / "hydra.yaml")
+    results = {"seed": seed, "samples_per_s": samples_per_s, "val_pairs": len(ranks),
+               "t2i_r5": sum(r <= 5 for r in ranks) / len(ranks), "params_text": 100}
+    items = {"t2i_rank": ranks}
+    if probe is not None:
+        items["probes"] = [{"index": i, "category": "counting", "correct": probe(i),
+                            "blind": 1.0} for i in range(60)]
+        results["probe_counting"] = sum(probe(i) for i in range(60)) / 60
+        results["blind_counting"] = 1.0
+    (job / "results.json").write_text(json.dumps(results))
+    (job / "eval_items.json").write_text(json.dumps(items))
+
+
+def test_busy_machine_throughput_and_significance_and_bias(tmp_path):
+    sweep = tmp_path / "sweep"
+    _fake_job(sweep, 0, "fast", 0, 100.0, [1] * 50, probe=lambda i: 1.0)
+    _fake_job(sweep, 1, "fast", 1, 400.0, [1] * 50, probe=lambda i: 1.0)   # spread 300 >= 250
+    _fake_job(sweep, 2, "slow", 0, 100.0, [50] * 50, probe=lambda i: 0.0)
+    _fake_job(sweep, 3, "slow", 1, 110.0, [50] * 50, probe=lambda i: 0.0)
+    markdown = write_comparison_report([sweep]).read_text()
+    assert "**Warning:** fast's samples/s spread over 100-400" in markdown
+    assert "slow's samples/s" not in markdown
+    row = next(line for line in markdown.split("## Significance")[1].splitlines()
+               if line.startswith("| fast − slow |"))
+    assert "+1.000 | [+1.000, +1.000] | 100 | fast better |" in row
+    probes = markdown.split("## Compositional probes")[1]
+    # The blind model is always right on counting here: flagged as biased.
+    assert "| bias check (blind vs chance) | **biased** (1.00 [1.00, 1.00]) |" in probes
+    assert "| fast | 1.000 ± 0.000 |" in probes
+
+
+def test_plots_draw_chance_per_metric_and_the_validation_panel(tmp_path):
+    sweep = tmp_path / "sweep"
+    _fake_job(sweep, 0, "a", 0, 10.0, list(range(1, 21)))
+    _fake_job(sweep, 1, "a", 1, 10.0, list(range(1, 21)))
+    write_comparison_report([sweep])
+    data = (sweep / "retrieval.png").read_bytes()
+    assert data.startswith(PNG_SIGNATURE)
+    from ssm.report import plots
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from ssm.report.comparison import summarize
+    from ssm.report.runs import collect_runs
+    fig, ax = plt.subplots()
+    plots.metric_bars(summarize(collect_runs([sweep])), ax, [("t2i_r1", "R@1"), ("t2i_r5", "R@5")],
+                      "recall", {"t2i_r1": 1 / 20, "t2i_r5": 5 / 20})
+    levels = sorted({round(y, 6) for line in ax.collections if hasattr(line, "get_segments")
+                     for seg in line.get_segments() for _, y in seg})
+    assert 0.05 in levels and 0.25 in levels and ax.get_ylabel() == "recall"
+    plt.close(fig)
