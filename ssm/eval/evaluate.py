@@ -30,13 +30,17 @@ class Evaluator:
     needle_items: dense-scene items in the needle test (when the val set has ``needle``).
     blind_captions: training captions the blind baseline is fitted on (when a training
     set is given); it is fitted once per training set and kept.
+    probe_items: None (every val item), or the first this many items get the probe suite
+    (long captions make its negatives the costliest part of an evaluation).
     """
 
     def __init__(self, tokenizer, max_length: int, device: torch.device, batch_size: int = 250,
-                 needle_items: int = 200, blind_captions: int = 2000):
+                 needle_items: int = 200, blind_captions: int = 2000,
+                 probe_items: Optional[int] = None):
         self.tokenizer, self.max_length = tokenizer, max_length
         self.device, self.batch_size = device, batch_size
         self.needle_items, self.blind_captions = needle_items, blind_captions
+        self.probe_items = probe_items
         self.items: dict = {}     # per-item outcomes of the last call
         self._blind = {}          # training set's identity -> fitted blind model
 
@@ -165,7 +169,8 @@ class Evaluator:
         per category per item, all encoded in one call, each scored against its image."""
         made = []
         for row, item in enumerate(items):
-            if not item.get("objects"):
+            if not item.get("objects") or (self.probe_items is not None
+                                           and offset + row >= self.probe_items):
                 continue
             negatives = probe_negatives(item["caption"], item["objects"],
                                         probe_rng(seed, offset + row))

@@ -29,7 +29,7 @@ def evaluate_checkpoint(checkpoint: Path, device: str = "auto", batch_size: int 
     model = build_model(cfg, build(cfg.loss))
     model.load_state_dict(load_checkpoint(checkpoint)["model"])
     model.to(target)
-    options = {k: cfg.eval[k] for k in ("needle_items", "blind_captions")
+    options = {k: cfg.eval[k] for k in ("needle_items", "blind_captions", "probe_items")
                if k in cfg.get("eval", {})}
     results = Evaluator(ByteTokenizer(), data.max_length, target, batch_size, **options)(
         model, data.val_dataset(), data.zero_shot_dataset(), data.zero_shot_templates,

@@ -122,7 +122,8 @@ def _train(cfg, run_dir, settings, device, dist, group) -> dict:
             log.info("resumed at step %d (dropped %d later metric lines)", start_step, dropped)
     evaluator = Evaluator(tokenizer, data.max_length, device, cfg.eval.batch_size,
                           needle_items=cfg.eval.get("needle_items", 200),
-                          blind_captions=cfg.eval.get("blind_captions", 2000))
+                          blind_captions=cfg.eval.get("blind_captions", 2000),
+                          probe_items=cfg.eval.get("probe_items"))
     curve_pairs = cfg.eval.get("curve_pairs", 0)
 
     def evaluate(step=None):

@@ -98,3 +98,10 @@ def test_steps_within():
 def test_bad_time_budget_is_named(compose_train):
     with pytest.raises(ValueError, match="time_budget_s"):
         build(compose_train("trainer.time_budget_s=-1").trainer)
+
+
+def test_probe_items_limits_the_probe_suite(compose_train, tmp_path):
+    train(compose_train("eval.probe_items=5", "trainer.max_steps=1"), tmp_path)
+    items = json.loads((tmp_path / "eval_items.json").read_text())
+    assert {r["index"] for r in items["probes"]} <= set(range(5)) and items["probes"]
+    assert len(items["t2i_rank"]) == 16  # retrieval still over every val pair
