@@ -199,8 +199,12 @@ def format_markdown(records, sweep_dirs, plot_files) -> str:
              "Needle test: each query is a dense caption against its true image and four "
              "distractors that differ in one attribute (colour, shape, size, position) of one "
              "object, described first, in the middle or last (`ssm.eval.needle`); correct when "
-             f"the true image scores above all four (chance {CHANCE:.2f}). Mean ± std over "
-             "seeds; the interval is a bootstrap over queries (seeds as strata).", ""]
+             f"the true image scores above all four. Chance is {CHANCE:.2f} when the five "
+             "scores are exchangeable; a tower blind to the details scores each near-copy by "
+             "its own small change, independently, and passes all four with probability "
+             "1/16 = 0.06, so values between 0.06 and 0.2 mean blind, not worse than random "
+             "(the pairwise table, chance 0.5, reads more directly). Mean ± std over seeds; "
+             "the interval is a bootstrap over queries (seeds as strata).", ""]
     differences = config_differences(records, VARIED)
     lines.append("Config: complete runs differ only in " + ", ".join(f"`{k}`" for k in VARIED)
                  + "." if not differences else "Config: complete runs also differ in "
