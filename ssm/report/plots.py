@@ -136,11 +136,13 @@ def comparison_plots(summaries, out_dir: Path, probes=()) -> list[str]:
     if present:
         fig, axes = plt.subplots(1, len(present), figsize=(2.6 * len(present) + 1, 4.0),
                                  squeeze=False)
-        for ax, (key, blind, name) in zip(axes[0], present):
+        for k, (ax, (key, blind, name)) in enumerate(zip(axes[0], present)):
             metric_bars(summaries, ax, [(key, "image + text"), (blind, "blind (text only)")],
                         "accuracy (true caption preferred)", {key: 0.5, blind: 0.5})
             ax.set_title(name)
             ax.tick_params(axis="x", labelrotation=30)
+            if k:  # one legend, on the first panel, is enough
+                ax.get_legend().remove()
         fig.suptitle("Compositional probes beside the blind baseline (chance 0.5)")
         fig.tight_layout()
         fig.savefig(out_dir / "probes.png", dpi=120)
