@@ -164,7 +164,8 @@ def newest_intact(folder: Path, required: Sequence[str] = ("step", "model")
 
 
 def temporary_files(folder: Path) -> list[Path]:
-    """The hidden ``.<name>.tmp-<pid>`` files that killed saves left in ``folder``."""
+    """The hidden ``.<name>.tmp-<pid>`` files that killed writes left in ``folder`` (the
+    run's atomic writes all use this pattern)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -172,9 +173,9 @@ def temporary_files(folder: Path) -> list[Path]:
 
 
 def remove_temporary_files(folder: Path) -> list[Path]:
-    """Delete what killed saves left behind (each a whole or partial checkpoint that was
-    never renamed into place); returns the removed paths. Call it before a run starts
-    writing, while no save is in flight."""
+    """Delete what killed writes left behind (a whole or partial file that was never
+    renamed into place); returns the removed paths. Call it before a run starts writing,
+    while no write is in flight."""
     removed = temporary_files(folder)
     for path in removed:
         path.unlink()
