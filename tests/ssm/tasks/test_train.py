@@ -80,11 +80,7 @@ def test_refuses_to_overwrite_a_run_and_resume_needs_a_checkpoint(compose_train,
 
 
 def test_evaluate_checkpoint_reproduces_the_final_metrics(compose_train, tmp_path):
-    from omegaconf import OmegaConf
-    cfg = compose_train()
-    results = train(cfg, tmp_path)
-    (tmp_path / ".hydra").mkdir()
-    OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")
+    results = train(compose_train(), tmp_path)  # writes .hydra/config.yaml, as under Hydra
     again, path = evaluate_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert path == tmp_path / "eval_last.json"
     for key in ("t2i_r1", "t2i_r5", "i2t_r5", "order_acc", "zeroshot_acc"):
