@@ -15,11 +15,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from kernels.common.machine import device_name
-from ssm.data import ByteTokenizer
 from ssm.data.files import BadSampleTracker, collate_image_text
 from ssm.encoders import parameter_count
 from ssm.eval.evaluate import Evaluator
-from ssm.tasks.build import build, build_model
+from ssm.tasks.build import build, build_model, build_tokenizer, check_vocabulary
 from ssm.train.checkpoint import load_checkpoint
 from ssm.train.distributed import (DistInfo, barrier, broadcast_object, init_distributed,
                                    shutdown_distributed)
@@ -87,9 +86,10 @@ def _train(cfg, run_dir, settings, device, dist, group) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     data = build(cfg.data)
-    tokenizer = ByteTokenizer()
+    tokenizer = build_tokenizer(cfg)
     objective = build(cfg.loss)
     model = build_model(cfg, objective).to(device)
+    check_vocabulary(tokenizer, model.text_encoder)
     optimizer, scheduler = build(cfg.optim).build(model, settings.max_steps)
     metrics = JsonlWriter(run_dir / "metrics.jsonl")
     logger = build(cfg.logger) if dist.is_main else NullLogger()
