@@ -81,6 +81,21 @@ def compare_with_transformers(encoder, reference, tokens, mask) -> dict:
     return errors
 
 
+def layerwise_error(encoder, reference, tokens, mask) -> float:
+    """The worst relative error of one layer alone: each of the encoder's layers is fed
+    transformers' input to that layer and compared with transformers' output of it. In a
+    deep stack with random weights, float32 rounding grows from layer to layer; this number
+    shows what each layer adds."""
+    lengths = mask.sum(1)
+    with torch.no_grad():
+        outputs = reference.backbone(input_ids=tokens, attention_mask=mask.long(),
+                                     output_hidden_states=True, use_cache=False).hidden_states
+        # outputs: each block's output, then the final norm's; block i reads output i - 1.
+        inputs = [reference.backbone.embeddings(tokens), *outputs[:-2]]
+        return max(real_position_error(h + mixer(norm(h), seq_lens=lengths), out, mask)
+                   for h, norm, mixer, out in zip(inputs, encoder.norms, encoder.mixers, outputs))
+
+
 def bench_pretrained(cfg, run_dir) -> dict:
     run_dir = Path(run_dir)
     hf = transformers_mamba()
@@ -105,7 +120,8 @@ def bench_pretrained(cfg, run_dir) -> dict:
                "load_s_median": statistics.median(seconds), "load_s_min": min(seconds),
                "repeats": cfg.repeats, "lengths": list(cfg.lengths), "threads":
                torch.get_num_threads(),
-               **compare_with_transformers(encoder, reference, tokens, mask)}
+               **compare_with_transformers(encoder, reference, tokens, mask),
+               "layer_rel_error_worst": layerwise_error(encoder, reference, tokens, mask)}
     (run_dir / "pretrained_load.json").write_text(json.dumps(results, indent=2) + "\n")
     if not cfg.keep_model:
         for file in model_dir.iterdir():

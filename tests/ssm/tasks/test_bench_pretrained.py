@@ -15,4 +15,5 @@ def test_tiny_bench_writes_times_and_errors(tmp_path):
     assert json.loads((tmp_path / "pretrained_load.json").read_text()) == results
     assert results["load_s_median"] > 0 and results["repeats"] == 2
     assert results["logits_rel_error"] < 1e-5 and results["states_rel_error_worst_row"] < 1e-5
+    assert results["layer_rel_error_worst"] < 1e-5
     assert not (tmp_path / "model").exists()  # keep_model=false cleans up
