@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 from torch.utils.data import DataLoader
 
+from ssm.data import ByteTokenizer
 from ssm.eval.metrics import (BagOfBytesBaseline, class_embeddings, retrieval_metrics,
                               word_order_accuracy, zero_shot_accuracy)
 
@@ -43,7 +44,7 @@ class Evaluator:
         return results
 
     def _paired(self, model, dataset) -> dict:
-        image_feats, text_feats, tokens_all, masks = [], [], [], []
+        image_feats, text_feats, captions_all = [], [], []
         probe_pos, probe_neg, probe_rows, probe_negatives = [], [], [], []
         itm_correct, itm_total = 0, 0
         for items in _items(dataset, self.batch_size):
@@ -55,8 +56,7 @@ class Evaluator:
             offset = sum(f.shape[0] for f in image_feats)
             image_feats.append(img)
             text_feats.append(txt)
-            tokens_all.append(tokens)
-            masks.append(mask)
+            captions_all += captions
             # Every negative of the batch in one encoder call; rows[k] is its item.
             rows = [row for row, item in enumerate(items) for _ in item.get("negatives") or []]
             negatives = [neg for item in items for neg in item.get("negatives") or []]
@@ -77,22 +77,21 @@ class Evaluator:
             results["order_acc"] = word_order_accuracy(torch.tensor(probe_pos),
                                                        torch.tensor(probe_neg))
             results["order_acc_text_only"] = self._text_only_probe(
-                image_feats, tokens_all, masks, probe_rows, probe_negatives)
+                image_feats, captions_all, probe_rows, probe_negatives)
             results["order_pairs"] = len(probe_pos)
         if itm_total:
             results["itm_acc"] = itm_correct / itm_total
         return results
 
-    def _text_only_probe(self, image_feats, tokens_all, masks, rows, negatives) -> float:
-        """The same probe scored by a bag-of-bytes text model fitted to these pairs."""
-        length = max(t.shape[1] for t in tokens_all)
-        pad = self.tokenizer.pad_id
-        tokens = torch.cat([torch.nn.functional.pad(t, (0, length - t.shape[1]), value=pad)
-                            for t in tokens_all])
-        mask = torch.cat([torch.nn.functional.pad(m, (0, length - m.shape[1])) for m in masks])
+    def _text_only_probe(self, image_feats, captions, rows, negatives) -> float:
+        """The same probe scored by a bag-of-bytes text model fitted to these pairs. It reads
+        the captions' bytes whatever the model's tokenizer is: its chance level is a
+        property of the captions, not of the tokenizer."""
+        byte_tokens = ByteTokenizer()
+        tokens, mask = byte_tokens.batch_encode(captions, self.max_length)
         baseline = BagOfBytesBaseline().fit(image_feats, tokens, mask)
         rows = torch.tensor(rows)
-        neg_tokens, neg_mask = self.tokenizer.batch_encode(negatives, self.max_length)
+        neg_tokens, neg_mask = byte_tokens.batch_encode(negatives, self.max_length)
         positive = baseline.score(image_feats[rows], tokens[rows], mask[rows])
         negative = baseline.score(image_feats[rows], neg_tokens, neg_mask)
         return word_order_accuracy(positive, negative)

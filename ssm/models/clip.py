@@ -80,10 +80,11 @@ class CLIP(nn.Module):
         return F.normalize(self.text_proj(self.text_encoder(tokens, mask)), dim=-1)
 
     def lm_logits(self, text_states: torch.Tensor) -> torch.Tensor:
-        """Next-token logits (b, l, vocab) from text states, through the tied embedding."""
+        """Next-token logits (b, l, vocab) from text states, through the text encoder's LM
+        head (its embedding, tied, unless a pretrained LM brought its own)."""
         if not self.has_lm_head:
             raise ValueError("this CLIP was built without lm_head=True")
-        return text_states @ self.text_encoder.embed.weight.t()
+        return self.text_encoder.lm_logits(text_states)
 
     def itm_logits(self, text_states, text_mask, image_patches) -> torch.Tensor:
         """Match / no-match logits (b, 2) for paired rows."""

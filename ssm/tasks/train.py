@@ -21,11 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, IterableDataset
 
 from kernels.common.machine import device_name
-from ssm.data import ByteTokenizer
 from ssm.data.files import BadSampleTracker, collate_image_text
 from ssm.encoders import parameter_count
 from ssm.eval.evaluate import Evaluator
-from ssm.tasks.build import build, build_model
+from ssm.tasks.build import build, build_model, build_tokenizer, check_vocabulary
 from ssm.tasks.run_dir import (CHECKPOINTS, HydraStart, RunStart, accept, open_run, record_event,
                                write_text_atomic)
 from ssm.train.checkpoint import CheckpointError, load_checkpoint
@@ -132,9 +131,10 @@ def _train(start: RunStart, dist: DistInfo, group, run_log: RunLog, group_device
                          f"{settings.device} on the command line")
     torch.manual_seed(cfg.seed)
     data = build(cfg.data)
-    tokenizer = ByteTokenizer()
+    tokenizer = build_tokenizer(cfg)
     objective = build(cfg.loss)
     model = build_model(cfg, objective).to(device)
+    check_vocabulary(tokenizer, model.text_encoder)
     optimizer, scheduler = build(cfg.optim).build(model, settings.max_steps)
     metrics = JsonlWriter(run_dir / "metrics.jsonl")
     logger = build(cfg.logger) if dist.is_main else NullLogger()
