@@ -1,18 +1,15 @@
 """Fixtures shared by the task tests: one tiny finished run, made once per session."""
 import pytest
-from omegaconf import OmegaConf
 
 from ssm.tasks import train
 from run_config import compose_train
 
 
 def finished_run(folder, *overrides):
-    """Train a shrunk run into ``folder`` and save its config where Hydra would
-    (.hydra/config.yaml), so checkpoint readers find it; returns last.pt's path."""
+    """Train a shrunk run into ``folder`` (the task writes its .hydra/config.yaml, where
+    checkpoint readers find it); returns last.pt's path."""
     cfg = compose_train("trainer.max_steps=2", "eval.enabled=false", *overrides)
     train(cfg, folder)
-    (folder / ".hydra").mkdir()
-    OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
     return folder / "checkpoints" / "last.pt"
 
 

@@ -4,7 +4,6 @@ import shutil
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from ssm.encoders import load_pretrained_mamba
 from ssm.tasks import evaluate_checkpoint, train
@@ -41,9 +40,8 @@ def test_a_few_steps_train_only_the_last_layer_and_evaluate(compose_train, tower
     assert results["params_text"] == trainable
     assert results["text_encoder"] == "MambaTextEncoder" and results["steps"] == 4
     assert results["order_acc_text_only"] == 0.5  # the blind probe reads bytes, whatever the tokenizer
-    # The run's config rebuilds the same model and tokenizer for a re-evaluation.
-    (tmp_path / ".hydra").mkdir()
-    OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")
+    # The run's config (.hydra/config.yaml, written by the task) rebuilds the same model
+    # and tokenizer for a re-evaluation.
     again, _ = evaluate_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert again["t2i_r5"] == results["t2i_r5"] and again["order_acc"] == results["order_acc"]
 
@@ -54,8 +52,6 @@ def test_export_needs_neither_the_tower_directory_nor_hydra(compose_train, tower
     run = tmp_path / "run"
     cfg = compose_train(*pretrained(copy, "trainer.max_steps=1", "eval.enabled=false"))
     train(cfg, run)
-    (run / ".hydra").mkdir()
-    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
     export = export_checkpoint(run / "checkpoints" / "last.pt", tmp_path / "export")
     from ssm.tasks.build import model_from_checkpoint
     original = model_from_checkpoint(run / "checkpoints" / "last.pt")
