@@ -41,6 +41,31 @@ def combine_adjoint(fa_late, p_late, v_late, fa_early, p_early, v_early):
 
 
 @triton.jit
+def _vector_order(x, BLOCK_L: tl.constexpr):
+    """x (BLOCK_L,) reordered: run k of 4 is steps 8 * (k % (BLOCK_L // 8)) + 4 * (k // (BLOCK_L // 8))
+    + [0, 4), i.e. the first halves of every thread's 8 steps, then the second halves."""
+    return tl.reshape(tl.permute(tl.reshape(x, (BLOCK_L // 8, 2, 4)), (1, 0, 2)), (BLOCK_L,))
+
+
+@triton.jit
+def add_row(row_ptr, value, start, l, BLOCK_L: tl.constexpr):
+    """row[start + j] += value[j] for j < BLOCK_L (inside [0, l)), with relaxed atomics.
+
+    A thread holds 8 consecutive steps of a tile (a 16-byte bf16 vector) but writes at most
+    4 floats (16 bytes) at once: written in _vector_order, each 4-float write is values the
+    thread already holds (Triton 3.9 then re-lays nothing out; see docs/benchmarks.md)."""
+    if BLOCK_L >= 8:
+        m = tl.arange(0, BLOCK_L)
+        # _vector_order(arange(BLOCK_L)), computed, so Triton sees runs of 4 contiguous steps.
+        j = 8 * ((m // 4) % (BLOCK_L // 8)) + 4 * (m // (BLOCK_L // 2)) + m % 4
+        t = start + tl.max_contiguous(tl.multiple_of(j, 4), 4)
+        value = _vector_order(value, BLOCK_L)
+    else:
+        t = start + tl.arange(0, BLOCK_L)
+    tl.atomic_add(row_ptr + t, value, mask=(t >= 0) & (t < l), sem="relaxed")
+
+
+@triton.jit
 def _selective_scan_bwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, h0_ptr, seq_lens_ptr,
     states_ptr, g_out_ptr, g_last_ptr,
@@ -73,9 +98,7 @@ def _selective_scan_bwd_kernel(
         START = 0
     j = tl.arange(0, BLOCK_L)[None, :]
     first_step = j == START                                                      # (1, BLOCK_L)
-    no_l = tl.zeros((1, BLOCK_L), tl.int32)          # broadcasts a (BLOCK_D, 1) pointer to a tile
     no_d = tl.zeros((BLOCK_D, 1), tl.int32)
-    first_row = (tl.arange(0, BLOCK_D) == 0)[:, None]
     ones = tl.full((BLOCK_D, BLOCK_L), 1.0, tl.float32)
     g_D = tl.zeros((BLOCK_D,), tl.float32)
     g_bias = tl.zeros((BLOCK_D,), tl.float32)
@@ -87,8 +110,7 @@ def _selective_scan_bwd_kernel(
     A_row = A_ptr + offs_d * stride_A_d
     B_row = B_ptr + pid_b * stride_B_b + group * stride_B_g + no_d               # (BLOCK_D, 1)
     C_row = C_ptr + pid_b * stride_C_b + group * stride_C_g + no_d
-    gB_row = g_B_ptr + pid_b * stride_gB_b + group * stride_gB_g + no_d
-    gC_row = g_C_ptr + pid_b * stride_gB_b + group * stride_gB_g + no_d
+    gBC_off = pid_b * stride_gB_b + group * stride_gB_g
     h0_row = h0_ptr + pid_b * stride_h0_b + offs_d * stride_h0_d
     dn_row = (pid_b * d + offs_d) * n                                              # (b, d, n) rows
     # The forward's end state of every chunk, and gA per chunk: (b, d, slots, n).
@@ -102,7 +124,7 @@ def _selective_scan_bwd_kernel(
         chunk = n_chunks - 1 - i
         chunk_d = tl.zeros((BLOCK_D,), tl.int32) + chunk         # (tensors, for the masks)
         i_d = tl.zeros((BLOCK_D,), tl.int32) + i
-        t, in_range, live = chunk_positions(chunk, l, length, BLOCK_L, REVERSE)
+        t_start, t, in_range, live = chunk_positions(chunk, l, length, BLOCK_L, REVERSE)
         mask_dl = mask_d[:, None] & in_range[None, :]
         u = tl.load(u_row + t[None, :] * stride_u_l, mask=mask_dl, other=0.0).to(tl.float32)
         dt, _ = load_dt(delta_row, t, stride_delta_l, mask_dl, live, bias,
@@ -167,13 +189,10 @@ def _selective_scan_bwd_kernel(
                     g_A_s = tl.sum(decayed * dt, axis=1)                 # (BLOCK_D,)
                     tl.store(g_A_row + chunk * n + s, g_A_s, mask=mask_d)
                     # gB, gC: summed over the block's channels, added by its first row.
-                    g_Bt = tl.sum(gh * dtu, axis=0, keep_dims=True)      # (1, BLOCK_L)
-                    g_Ct = tl.sum(hs * g_y, axis=0, keep_dims=True)
-                    atomic_mask = mask_dl & first_row
-                    tl.atomic_add(gB_row + s * stride_gB_n + t[None, :], tl.broadcast_to(g_Bt, (BLOCK_D, BLOCK_L)),
-                                  mask=atomic_mask, sem="relaxed")
-                    tl.atomic_add(gC_row + s * stride_gB_n + t[None, :], tl.broadcast_to(g_Ct, (BLOCK_D, BLOCK_L)),
-                                  mask=atomic_mask, sem="relaxed")
+                    g_Bt = tl.sum(gh * dtu, axis=0)                       # (BLOCK_L,)
+                    g_Ct = tl.sum(hs * g_y, axis=0)
+                    add_row(g_B_ptr + gBC_off + s * stride_gB_n, g_Bt, t_start, l, BLOCK_L)
+                    add_row(g_C_ptr + gBC_off + s * stride_gB_n, g_Ct, t_start, l, BLOCK_L)
         # This chunk's adjoints are read by other threads in the next one.
         tl.debug_barrier()
         dt_first_prev = dt_first

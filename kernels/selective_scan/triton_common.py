@@ -117,8 +117,8 @@ def combine_affine(a_early, b_early, a_late, b_late):
 
 @triton.jit
 def chunk_positions(chunk, l, length, BLOCK_L: tl.constexpr, REVERSE: tl.constexpr):
-    """Positions t of the chunk processed ``chunk``-th (memory order), which of them exist
-    (0 <= t < l) and which are real (also t < the row's length)."""
+    """The first position and the positions t of the chunk processed ``chunk``-th (memory
+    order), which of them exist (0 <= t < l) and which are real (also t < the row's length)."""
     if REVERSE:
         start = l - (chunk + 1) * BLOCK_L
     else:
@@ -126,7 +126,7 @@ def chunk_positions(chunk, l, length, BLOCK_L: tl.constexpr, REVERSE: tl.constex
     t = start + tl.arange(0, BLOCK_L)
     in_range = (t >= 0) & (t < l)
     live = in_range & (t < length)
-    return t, in_range, live
+    return start, t, in_range, live
 
 
 @triton.jit

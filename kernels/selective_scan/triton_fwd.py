@@ -73,7 +73,7 @@ def _selective_scan_fwd_kernel(
     states_row = states_ptr + (pid_b * d + offs_d) * (stride_states_slot * n)
 
     for chunk in tl.range(0, n_chunks):
-        t, in_range, live = chunk_positions(chunk, l, length, BLOCK_L, REVERSE)
+        _, t, in_range, live = chunk_positions(chunk, l, length, BLOCK_L, REVERSE)
         mask_dl = mask_d[:, None] & in_range[None, :]
         u = tl.load(u_row + t[None, :] * stride_u_l, mask=mask_dl, other=0.0).to(tl.float32)
         dt, _ = load_dt(delta_row, t, stride_delta_l, mask_dl, live, bias,
