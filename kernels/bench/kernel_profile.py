@@ -20,7 +20,7 @@ from pathlib import Path
 from .sm90_profile import ROOT
 
 WORKER = Path(__file__).with_name("sm90_profile.py")
-COLUMNS = ("kernel", "config", "registers", "spill_bytes", "shared_bytes", "sass_per_element",
+COLUMNS = ("kernel", "config", "options", "registers", "spill_bytes", "shared_bytes", "sass_per_element",
            "shuffles_per_element", "barriers_per_element", "mufu_per_element",
            "atomics_per_element", "loop_instructions", "elements_per_thread", "element",
            "hot_loop", "stack_bytes", "triton", "error")
@@ -66,7 +66,7 @@ def run_worker(request: dict, python: str | None = None, timeout: float = 1800) 
     # Candidates repeat the default rows' kernel names; keep the default first, drop repeats.
     unique, seen = [], set()
     for row in rows:
-        key = (row["kernel"], row["config"])
+        key = (row["kernel"], row["config"], row.get("options", ""))
         if key not in seen:
             seen.add(key)
             unique.append(row)

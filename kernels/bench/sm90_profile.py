@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -52,6 +51,7 @@ class Job:
     element: str                # what an element is, e.g. "(d, l, n)"
     hot_loop: str               # "innermost loop" or "whole kernel" (kernels without a loop)
     enable_fp_fusion: bool = True
+    options: str = ""           # the options that differ from the default, e.g. "REVERSE"
 
 
 # ---------------------------------------------------------------------------------------
@@ -192,7 +192,9 @@ def scan_jobs(b: int, d: int, l: int, n: int, dtype: str, forward=None, backward
             config=label,
             elements_per_thread=_per_thread(config.block_d * config.block_l * config.block_n,
                                             num_warps),
-            element="(d, l, n)", hot_loop="innermost loop"))
+            element="(d, l, n)", hot_loop="innermost loop",
+            options="+".join(sorted(k for k, v in (options or {}).items() if v)) +
+            "".join(f"-{k}" for k, v in sorted((options or {}).items()) if not v)))
     return jobs
 
 
@@ -384,7 +386,8 @@ def count_loop(body: list[str]) -> dict:
 def profile_job(job: Job) -> dict:
     """One row: the job's launch, its resources and its hot loop's counts per element."""
     import triton
-    row = {"kernel": job.kernel, "config": job.config, "triton": triton.__version__,
+    row = {"kernel": job.kernel, "config": job.config, "options": job.options,
+           "triton": triton.__version__,
            "hot_loop": job.hot_loop, "element": job.element,
            "elements_per_thread": job.elements_per_thread}
     compiled = compile_job(job)
@@ -406,18 +409,20 @@ def profile_job(job: Job) -> dict:
 def build_jobs(request: dict) -> list[Job]:
     """Jobs for ``request``: {"scan": {b, d, l, n, dtype}, "state_update": {b, d, n, dtype},
     "conv": {b, d, l, width, dtype}, "scan_configs": [[fwd, bwd], ...] (LaunchConfig
-    fields or null for the launcher's default), "kernels": [names] (empty: all),
-    "kernels_root": a checkout to take the kernels from}. Ops whose rows are not wanted
-    are not built (an older checkout may lack them)."""
+    fields or null for the launcher's default), "scan_options": [{HAS_H0: true, ...}, ...]
+    (each set of scan options, default: the Mamba block's), "kernels": [names] (empty:
+    all), "kernels_root": a checkout to take the kernels from}. Ops whose rows are not
+    wanted are not built (an older checkout may lack them)."""
     wanted = request.get("kernels") or []
     want = lambda *names: not wanted or any(n in wanted for n in names)  # noqa: E731
     jobs = []
     if "scan" in request and want("selective_scan_fwd", "selective_scan_bwd"):
         common = import_kernel_module("kernels.selective_scan.triton_common")
         for fwd, bwd in request.get("scan_configs") or [[None, None]]:
-            jobs += scan_jobs(**request["scan"],
-                              forward=common.LaunchConfig(**fwd) if fwd else None,
-                              backward=common.LaunchConfig(**bwd) if bwd else None)
+            for options in request.get("scan_options") or [None]:
+                jobs += scan_jobs(**request["scan"], options=options,
+                                  forward=common.LaunchConfig(**fwd) if fwd else None,
+                                  backward=common.LaunchConfig(**bwd) if bwd else None)
     if "state_update" in request and want("selective_state_update"):
         jobs.append(state_update_job(**request["state_update"]))
     if "conv" in request and want("causal_conv1d_fwd", "causal_conv1d_bwd", "causal_conv1d_update"):
@@ -435,7 +440,7 @@ def main() -> None:
         try:
             rows.append(profile_job(job))
         except Exception as error:  # reported in the row, so one failure loses no others
-            rows.append({"kernel": job.kernel, "config": job.config,
+            rows.append({"kernel": job.kernel, "config": job.config, "options": job.options,
                          "error": f"{type(error).__name__}: {error}"[:2000]})
     json.dump(rows, sys.stdout)
 

@@ -126,6 +126,24 @@ def test_scan_kernels_meet_the_static_targets():
     assert all("NOT met" not in line for line in target_report(rows))
 
 
+@pytest.mark.slow  # compiles 12 kernels for sm_90a: about a minute here
+def test_options_and_small_blocks_compile():
+    """What the compiled test grid will ask of a GPU compiles here first: other dtypes,
+    every optional input, reverse, and the forced tiny blocks (chunks of 2 to 16 steps,
+    several states per iteration), at a length that is not a multiple of 16."""
+    options = [{"HAS_H0": True, "HAS_SEQ_LENS": True, "REVERSE": True, "HAS_G_LAST": True},
+               {"HAS_D": False, "HAS_Z": False, "HAS_DELTA_BIAS": False,
+                "DELTA_SOFTPLUS": False, "SAVE_CHUNK_STATES": False}]
+    tiny = {"block_d": 2, "block_n": 4, "block_l": 2, "num_warps": 4}
+    request = {"scan": {"b": 2, "d": 64, "l": 300, "n": 5, "dtype": "float16"},
+               "scan_configs": [[None, None], [tiny, tiny]], "scan_options": options,
+               "kernels": ["selective_scan_fwd", "selective_scan_bwd"]}
+    rows = run_worker(request)
+    assert len(rows) == 8 and not [r for r in rows if "error" in r]
+    assert {r["config"] for r in rows} == {"D4-N1-L128-w2-s1", "D2-N1-L128-w1-s1",
+                                           "D2-N4-L2-w4-s1"}
+
+
 @pytest.mark.slow  # a subprocess compiles the two smallest kernels
 def test_entry_point_writes_csv_and_markdown(tmp_path):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
