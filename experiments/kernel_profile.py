@@ -23,7 +23,7 @@ def profile(cfg: DictConfig, out_dir: Path) -> list[dict]:
     request = build_request(OmegaConf.to_container(cfg.scan),
                             OmegaConf.to_container(cfg.state_update),
                             OmegaConf.to_container(cfg.conv), cfg.candidates, list(cfg.kernels),
-                            cfg.kernels_root)
+                            cfg.kernels_root, OmegaConf.to_container(cfg.scan_options))
     rows = run_worker(request, cfg.triton_python, cfg.timeout_s)
     version = next((r["triton"] for r in rows if "triton" in r), "?")
     s = cfg.scan

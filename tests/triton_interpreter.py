@@ -46,8 +46,9 @@ def _install_patch_once() -> None:
     every device-function call."""
     from triton.runtime import interpreter
 
+    needed = ("_patch_lang", "_LangPatchScope", "GridExecutor")
     if hasattr(interpreter, "_original_patch_lang") or not all(
-            hasattr(interpreter, name) for name in ("_patch_lang", "_LangPatchScope", "GridExecutor")):
+            hasattr(interpreter, name) for name in needed):
         return
     import triton.language as tl
 

@@ -20,10 +20,10 @@ from pathlib import Path
 from .sm90_profile import ROOT
 
 WORKER = Path(__file__).with_name("sm90_profile.py")
-COLUMNS = ("kernel", "config", "options", "registers", "spill_bytes", "shared_bytes", "sass_per_element",
-           "shuffles_per_element", "barriers_per_element", "mufu_per_element",
-           "atomics_per_element", "loop_instructions", "elements_per_thread", "element",
-           "hot_loop", "stack_bytes", "triton", "error")
+COLUMNS = ("kernel", "config", "options", "registers", "spill_bytes", "shared_bytes",
+           "sass_per_element", "shuffles_per_element", "barriers_per_element",
+           "mufu_per_element", "atomics_per_element", "loop_instructions",
+           "elements_per_thread", "element", "hot_loop", "stack_bytes", "triton", "error")
 # Targets of issue 11, judged on the default rows (not on autotune candidates).
 TARGETS = {"selective_scan_fwd": {"spill_bytes": 0, "sass_per_element": 30,
                                   "shuffles_per_element": 2},
@@ -31,12 +31,13 @@ TARGETS = {"selective_scan_fwd": {"spill_bytes": 0, "sass_per_element": 30,
 
 
 def build_request(scan: dict, state_update: dict, conv: dict, candidates: bool = False,
-                  kernels=(), kernels_root=None) -> dict:
+                  kernels=(), kernels_root=None, scan_options=()) -> dict:
     """The worker's request: shapes per op, and with ``candidates`` every autotune
     candidate of the scan kernels after the launcher's default. ``kernels_root``: compile
-    the kernels of another checkout (a folder holding its ``kernels/``)."""
+    the kernels of another checkout (a folder holding its ``kernels/``). ``scan_options``:
+    sets of scan options to compile instead of the Mamba block's."""
     request = {"scan": dict(scan), "state_update": dict(state_update), "conv": dict(conv),
-               "kernels": list(kernels)}
+               "kernels": list(kernels), "scan_options": [dict(o) for o in scan_options]}
     if kernels_root:
         request["kernels_root"] = str(Path(kernels_root).resolve())
     if candidates:
@@ -95,12 +96,12 @@ def _cell(value) -> str:
 
 
 def format_markdown(rows: list[dict], title: str) -> str:
-    shown = ("kernel", "config", "registers", "spill_bytes", "shared_bytes", "sass_per_element",
-             "shuffles_per_element", "barriers_per_element", "mufu_per_element",
+    shown = ("kernel", "config", "options", "registers", "spill_bytes", "shared_bytes",
+             "sass_per_element", "shuffles_per_element", "barriers_per_element", "mufu_per_element",
              "atomics_per_element", "element", "hot_loop")
+    text_columns = ("kernel", "config", "options", "element", "hot_loop")
     lines = [f"### {title}", "", "| " + " | ".join(shown) + " |",
-             "|" + "|".join("---" if c in ("kernel", "config", "element", "hot_loop") else "---:"
-                            for c in shown) + "|"]
+             "|" + "|".join("---" if c in text_columns else "---:" for c in shown) + "|"]
     for row in rows:
         if "error" in row:
             lines.append(f"| {row['kernel']} | {row['config']} | failed: "

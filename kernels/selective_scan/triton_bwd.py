@@ -24,7 +24,7 @@ from kernels.common.launch import empty_output, strides
 from kernels.common.triton_math import LOG2E
 
 from .triton_common import (LaunchConfig, as_grouped, channel_block, chunk_positions, column,
-                            combine_affine, load_dt)
+                            combine_affine, load_dt, load_state_inputs, state_before_chunk)
 from .triton_tuning import BACKWARD_KEY, backward_configs, l_bucket, prune_backward, use_autotune
 
 
@@ -42,8 +42,9 @@ def combine_adjoint(fa_late, p_late, v_late, fa_early, p_early, v_early):
 
 @triton.jit
 def _vector_order(x, BLOCK_L: tl.constexpr):
-    """x (BLOCK_L,) reordered: run k of 4 is steps 8 * (k % (BLOCK_L // 8)) + 4 * (k // (BLOCK_L // 8))
-    + [0, 4), i.e. the first halves of every thread's 8 steps, then the second halves."""
+    """x (BLOCK_L,) reordered: the first halves (4 steps) of every run of 8, then the
+    second halves; run k of 4 is steps 8 * (k % (BLOCK_L // 8)) + 4 * (k // (BLOCK_L // 8))
+    + [0, 4)."""
     return tl.reshape(tl.permute(tl.reshape(x, (BLOCK_L // 8, 2, 4)), (1, 0, 2)), (BLOCK_L,))
 
 
@@ -106,7 +107,7 @@ def _selective_scan_bwd_kernel(
     u_row = u_ptr + pid_b * stride_u_b + offs_d[:, None] * stride_u_d
     delta_row = delta_ptr + pid_b * stride_delta_b + offs_d[:, None] * stride_delta_d
     z_row = z_ptr + pid_b * stride_z_b + offs_d[:, None] * stride_z_d
-    dl_row = (pid_b * d + offs_d[:, None]) * l                                    # contiguous (b, d, l)
+    dl_row = (pid_b * d + offs_d[:, None]) * l                       # contiguous (b, d, l) outputs
     A_row = A_ptr + offs_d * stride_A_d
     B_row = B_ptr + pid_b * stride_B_b + group * stride_B_g + no_d               # (BLOCK_D, 1)
     C_row = C_ptr + pid_b * stride_C_b + group * stride_C_g + no_d
@@ -144,20 +145,15 @@ def _selective_scan_bwd_kernel(
         for s0 in tl.range(0, n, BLOCK_N, num_stages=NUM_STAGES):
             for k in tl.static_range(BLOCK_N):
                 s = s0 + k
-                if s < n:  # the last iteration's block may run past n
-                    A_s = tl.load(A_row + s * stride_A_n, mask=mask_d, other=0.0).to(tl.float32)
+                if s < n:  # the last iteration's states may run past n
+                    A_s, Bs, Cs = load_state_inputs(
+                        A_row, B_row, C_row, s, t, stride_A_n, stride_B_n, stride_B_l,
+                        stride_C_n, stride_C_l, mask_d, mask_dl)
                     a_log2 = A_s * LOG2E
-                    Bs = tl.load(B_row + s * stride_B_n + t[None, :] * stride_B_l, mask=mask_dl,
-                                 other=0.0).to(tl.float32)                   # (BLOCK_D, BLOCK_L)
-                    Cs = tl.load(C_row + s * stride_C_n + t[None, :] * stride_C_l, mask=mask_dl,
-                                 other=0.0).to(tl.float32)
-                    # The state before the chunk (the previous chunk's end, or the initial one)
-                    # and the adjoint flowing in from the chunk processed after it.
-                    h_start = tl.load(states_row + (chunk - 1) * n + s, mask=mask_d & (chunk_d > 0),
-                                      other=0.0)
-                    if HAS_H0:
-                        h_start += tl.load(h0_row + s * stride_h0_n, mask=mask_d & (chunk_d == 0),
-                                           other=0.0).to(tl.float32)
+                    # The state before the chunk, and the adjoint flowing in from the chunk
+                    # processed after it (times a at that chunk's first step).
+                    h_start = state_before_chunk(states_row + (chunk - 1) * n + s,
+                                                 h0_row + s * stride_h0_n, chunk_d, mask_d, HAS_H0)
                     q = tl.load(read_adjoint + s, mask=mask_d & (i_d > 0), other=0.0)
                     q = q * tl.exp2(dt_first_prev * a_log2)
                     if HAS_G_LAST:

@@ -144,6 +144,32 @@ def load_dt(delta_row, t, stride_l, mask_dl, live, bias,
 
 
 @triton.jit
+def load_state_inputs(A_row, B_row, C_row, s, t, stride_A_n, stride_B_n, stride_B_l,
+                      stride_C_n, stride_C_l, mask_d, mask_dl):
+    """State s's A (BLOCK_D,) and its B and C rows as (BLOCK_D, BLOCK_L) tiles, float32.
+
+    B and C are loaded broadcast over the block's channels (B_row, C_row are (BLOCK_D, 1)
+    pointers), straight into the tiles' layout: loaded as (BLOCK_L,) rows, Triton would
+    re-lay them out through shared memory at every state."""
+    A_s = tl.load(A_row + s * stride_A_n, mask=mask_d, other=0.0).to(tl.float32)
+    Bs = tl.load(B_row + s * stride_B_n + t[None, :] * stride_B_l, mask=mask_dl,
+                 other=0.0).to(tl.float32)
+    Cs = tl.load(C_row + s * stride_C_n + t[None, :] * stride_C_l, mask=mask_dl,
+                 other=0.0).to(tl.float32)
+    return A_s, Bs, Cs
+
+
+@triton.jit
+def state_before_chunk(previous_end, h0, chunk_d, mask_d, HAS_H0: tl.constexpr):
+    """The state before a chunk: the previous chunk's end state (loaded from the pointers
+    ``previous_end``), or for the first chunk the initial state (``h0``) or 0."""
+    h = tl.load(previous_end, mask=mask_d & (chunk_d > 0), other=0.0)
+    if HAS_H0:
+        h += tl.load(h0, mask=mask_d & (chunk_d == 0), other=0.0).to(tl.float32)
+    return h
+
+
+@triton.jit
 def column(x, index, BLOCK_L: tl.constexpr):
     """x[:, index] of a (BLOCK_D, BLOCK_L) tile, as (BLOCK_D,)."""
     j = tl.arange(0, BLOCK_L)

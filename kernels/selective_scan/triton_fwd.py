@@ -21,7 +21,7 @@ from kernels.common.launch import empty_output, strides
 from kernels.common.triton_math import LOG2E
 
 from .triton_common import (LaunchConfig, as_grouped, channel_block, chunk_positions,
-                            combine_affine, load_dt)
+                            combine_affine, load_dt, load_state_inputs, state_before_chunk)
 from .triton_tuning import FORWARD_KEY, forward_configs, l_bucket, prune_forward, use_autotune
 
 
@@ -63,9 +63,7 @@ def _selective_scan_fwd_kernel(
     z_row = z_ptr + pid_b * stride_z_b + offs_d[:, None] * stride_z_d
     out_row = out_ptr + (pid_b * d + offs_d[:, None]) * l                        # contiguous
     A_row = A_ptr + offs_d * stride_A_d                                          # (BLOCK_D,)
-    # B and C rows, broadcast over the block's channels: loaded straight into the tiles'
-    # layout (a (BLOCK_L,) load would be re-laid-out through shared memory every state).
-    no_d = tl.zeros((BLOCK_D, 1), tl.int32)
+    no_d = tl.zeros((BLOCK_D, 1), tl.int32)          # broadcasts B and C rows over channels
     B_row = B_ptr + pid_b * stride_B_b + group * stride_B_g + no_d             # (BLOCK_D, 1)
     C_row = C_ptr + pid_b * stride_C_b + group * stride_C_g + no_d
     h0_row = h0_ptr + pid_b * stride_h0_b + offs_d * stride_h0_d
@@ -91,18 +89,12 @@ def _selective_scan_fwd_kernel(
             for i in tl.static_range(BLOCK_N):
                 s = s0 + i
                 if s < n:  # the last iteration's states may run past n
-                    a_log2 = tl.load(A_row + s * stride_A_n, mask=mask_d, other=0.0).to(tl.float32)
-                    a_log2 = a_log2 * LOG2E
-                    Bs = tl.load(B_row + s * stride_B_n + t[None, :] * stride_B_l, mask=mask_dl,
-                                 other=0.0).to(tl.float32)               # (BLOCK_D, BLOCK_L)
-                    Cs = tl.load(C_row + s * stride_C_n + t[None, :] * stride_C_l, mask=mask_dl,
-                                 other=0.0).to(tl.float32)
-                    # The state before this chunk: the initial state (or 0) first, else the
-                    # previous chunk's end.
-                    h_prev = tl.load(read_slot + s, mask=mask_d & (chunk_d > 0), other=0.0)
-                    if HAS_H0:
-                        h_prev += tl.load(h0_row + s * stride_h0_n, mask=mask_d & (chunk_d == 0),
-                                          other=0.0).to(tl.float32)
+                    A_s, Bs, Cs = load_state_inputs(
+                        A_row, B_row, C_row, s, t, stride_A_n, stride_B_n, stride_B_l,
+                        stride_C_n, stride_C_l, mask_d, mask_dl)
+                    a_log2 = A_s * LOG2E
+                    h_prev = state_before_chunk(read_slot + s, h0_row + s * stride_h0_n, chunk_d,
+                                                mask_d, HAS_H0)
 
                     dA = tl.exp2(dt * a_log2[:, None])               # (BLOCK_D, BLOCK_L)
                     dBu = dtu * Bs

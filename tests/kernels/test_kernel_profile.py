@@ -102,7 +102,8 @@ def test_profile_jobs_match_what_the_launchers_pass(monkeypatch):
             elif arg in job.args:
                 expected = job.args[arg]
                 if isinstance(value, torch.Tensor):
-                    assert expected == sm90_profile.pointer(str(value.dtype).replace("torch.", "")), (name, arg)
+                    dtype = str(value.dtype).replace("torch.", "")
+                    assert expected == sm90_profile.pointer(dtype), (name, arg)
                 else:
                     assert sm90_profile._specialise(expected) == sm90_profile._specialise(value), (name, arg)
             elif arg not in ("num_warps", "num_stages", "enable_fp_fusion"):

@@ -60,7 +60,8 @@ def test_candidates_are_few_and_block_l_free_in_the_backward():
 
 def test_pruning_keeps_block_d_inside_a_group():
     nargs = {"d": 6, "channels_per_group": 2, "l_bucket": 256}
-    for prune, configs in ((prune_forward, forward_configs()), (prune_backward, backward_configs())):
+    for prune, configs in ((prune_forward, forward_configs()),
+                           (prune_backward, backward_configs())):
         pruned = prune(configs, nargs)
         assert pruned and all(2 % c.kwargs["BLOCK_D"] == 0 for c in pruned)
         keys = [(tuple(sorted(c.kwargs.items())), c.num_warps, c.num_stages) for c in pruned]
