@@ -13,7 +13,7 @@ from kernels.bench.kernel_bench import (BenchShape, CsvAppender, candidate_varia
                                         write_csv)
 from kernels.bench.plots import mode_filename, plot_csv
 from kernels.common.machine import device_name
-from run_config import CONF
+from run_config import CONF, ROOT as ROOT_DIR
 
 TINY = ["shapes=[{b: 1, d: 4, l: 16, n: 4, dtype: float32, z: true}]", "cpu_min_run_time=0.01"]
 
@@ -196,3 +196,21 @@ def test_decode_rows_say_why_they_are_missing_without_cuda():
                                 resolve_device("cpu"))
     assert [r["backend"] for r in rows] == ["triton", "mamba_triton"]
     assert all(r["skipped"] == "not available here" and r["mode"] == "decode" for r in rows)
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch and mamba-ssm
+def test_mamba_ops_import_without_transformers():
+    """The GPU machine has mamba-ssm's sources but not transformers, which its package
+    __init__ imports: the peers still reach its ops."""
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['transformers'] = None\n"
+            "from kernels.bench import peers\n"
+            "assert peers.mamba_selective_scan_ref() is not None\n"
+            "assert peers.mamba_selective_state_update() is not None\n"
+            "print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=str(ROOT_DIR))
+    if "No module named 'mamba_ssm'" in done.stderr:
+        pytest.skip("mamba-ssm not installed")
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
