@@ -112,7 +112,7 @@ class CausalConv1dTriton(torch.autograd.Function):
         _conv_fwd_kernel[(b, triton.cdiv(d, block_d), triton.cdiv(l, block_l))](
             x, weight, bias if bias is not None else weight, out, d, l,
             *x.stride(), *weight.stride(), HAS_BIAS=bias is not None, SILU=silu,
-            WIDTH=weight.shape[1], BLOCK_D=block_d, BLOCK_L=block_l)
+            WIDTH=weight.shape[1], BLOCK_D=block_d, BLOCK_L=block_l, enable_fp_fusion=True)
         ctx.save_for_backward(x, weight, bias)
         ctx.silu = silu
         return out
@@ -131,7 +131,7 @@ class CausalConv1dTriton(torch.autograd.Function):
             x, weight, bias if bias is not None else weight, g_out.contiguous(), g_x,
             g_w_part, g_bias_part, d, l, n_l_blocks, *x.stride(), *weight.stride(),
             HAS_BIAS=bias is not None, SILU=ctx.silu, WIDTH=width,
-            BLOCK_D=block_d, BLOCK_L=block_l)
+            BLOCK_D=block_d, BLOCK_L=block_l, enable_fp_fusion=True)
         g_w = g_w_part.sum((0, 1)).to(weight.dtype)
         g_bias = g_bias_part.sum((0, 1)).to(bias.dtype) if bias is not None else None
         return g_x, g_w, g_bias, None
@@ -182,5 +182,5 @@ def conv_update_triton(x, conv_state, weight, bias, silu):
         x, conv_state, weight, bias if bias is not None else weight, out, d,
         *x.stride(), *conv_state.stride(), *weight.stride(),
         HAS_BIAS=bias is not None, SILU=silu, WIDTH=width,
-        BLOCK_W=triton.next_power_of_2(width), BLOCK_D=block_d)
+        BLOCK_W=triton.next_power_of_2(width), BLOCK_D=block_d, enable_fp_fusion=True)
     return out

@@ -81,6 +81,6 @@ def state_update_triton(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus):
         *state.stride(), *x.stride(), *dt.stride(), *A.stride(), *B.stride(), *C.stride(),
         *(z.stride() if z is not None else zero2),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_DT_BIAS=dt_bias is not None,
-        DT_SOFTPLUS=dt_softplus, BLOCK_D=block_d, BLOCK_N=block_n,
+        DT_SOFTPLUS=dt_softplus, BLOCK_D=block_d, BLOCK_N=block_n, enable_fp_fusion=True,
     )
     return out
