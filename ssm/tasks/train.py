@@ -27,6 +27,7 @@ from ssm.train.loggers import JsonlWriter, NullLogger
 from ssm.train.loop import Trainer
 from ssm.train.memory import PeakMemory
 from ssm.train.sampling import StepBatchSampler
+from ssm.train.warm_start import warm_start
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ def _train(cfg, run_dir, settings, device, dist, group) -> dict:
     tokenizer = ByteTokenizer()
     objective = build(cfg.loss)
     model = build_model(cfg, objective).to(device)
+    start_facts = warm_start(model, cfg.get("init_from"), cfg.get("freeze"))  # before the optimiser
     optimizer, scheduler = build(cfg.optim).build(model, settings.max_steps)
     metrics = JsonlWriter(run_dir / "metrics.jsonl")
     logger = build(cfg.logger) if dist.is_main else NullLogger()
@@ -117,7 +119,8 @@ def _train(cfg, run_dir, settings, device, dist, group) -> dict:
         if dist.is_main:
             dropped = metrics.truncate_after(start_step)
             log.info("resumed at step %d (dropped %d later metric lines)", start_step, dropped)
-    evaluator = Evaluator(tokenizer, data.max_length, device, cfg.eval.batch_size)
+    evaluator = Evaluator(tokenizer, data.max_length, device, cfg.eval.batch_size,
+                          cfg.eval.get("caption"))
 
     def evaluate(step=None):
         results = evaluator(model, data.val_dataset(), data.zero_shot_dataset(),
@@ -138,6 +141,7 @@ def _train(cfg, run_dir, settings, device, dist, group) -> dict:
         if dist.is_main:
             results = evaluate() if evaluating else {}
             results.update(_run_facts(cfg, model, trainer, bad, started, peak, device))
+            results.update(start_facts)
             (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
             logger.log({f"final/{k}": v for k, v in results.items()
                         if isinstance(v, (int, float))}, step=trainer.step)
@@ -164,6 +168,8 @@ def _run_facts(cfg, model, trainer, bad, started, peak, device) -> dict:
         "params_text": parameter_count(model.text_encoder),
         "params_image": parameter_count(model.image_encoder),
         "params_total": parameter_count(model),
+        **({"decoder": choices.get("model/decoder", type(model.decoder).__name__),
+            "params_decoder": parameter_count(model.decoder)} if model.decoder is not None else {}),
         "bad_samples": bad.bad,
     }
 
