@@ -33,10 +33,10 @@ def _full_forward_greedy(decoder, pooled, patches, n):
 def test_greedy_steps_equal_full_forward_argmax(kind):
     decoder = make_varied_decoder(kind)
     pooled, patches = image_features(3)
-    out = generate(decoder, pooled, patches, 24, "greedy", TOKENIZER, stop_at_eos=False)
-    expected = _full_forward_greedy(decoder, pooled, patches, 24)
+    out = generate(decoder, pooled, patches, 16, "greedy", TOKENIZER, stop_at_eos=False)
+    expected = _full_forward_greedy(decoder, pooled, patches, 16)
     assert torch.equal(out.tokens, expected)
-    assert out.tokens.shape == (3, 24) and out.lengths.tolist() == [24] * 3
+    assert out.tokens.shape == (3, 16) and out.lengths.tolist() == [16] * 3
     assert len(set(expected.flatten().tolist())) > 8  # real paths, not one token repeated
 
 
@@ -44,8 +44,8 @@ def test_greedy_steps_equal_full_forward_argmax(kind):
 def test_beam_of_width_one_is_greedy(kind):
     decoder = make_varied_decoder(kind)
     pooled, patches = image_features(3)
-    greedy = generate(decoder, pooled, patches, 16, "greedy", TOKENIZER)
-    beam = generate(decoder, pooled, patches, 16, BeamSearch(num_beams=1), TOKENIZER)
+    greedy = generate(decoder, pooled, patches, 10, "greedy", TOKENIZER)
+    beam = generate(decoder, pooled, patches, 10, BeamSearch(num_beams=1), TOKENIZER)
     assert torch.equal(beam.tokens, greedy.tokens)
 
 
@@ -55,17 +55,17 @@ def test_rows_that_stop_early_do_not_change_the_others(kind, strategy):
     """EOS is set to a token that row 0 writes early and the other rows never write: row 0
     stops there, the others run on, and every row equals the row generated alone."""
     decoder = make_varied_decoder(kind)
-    pooled, patches = image_features(4)
-    free = generate(decoder, pooled, patches, 12, strategy, TOKENIZER, stop_at_eos=False).tokens
+    pooled, patches = image_features(3)
+    free = generate(decoder, pooled, patches, 9, strategy, TOKENIZER, stop_at_eos=False).tokens
     others = set(free[1:].flatten().tolist())
-    eos = next(t for t in free[0, 1:6].tolist() if t not in others)
+    eos = next(t for t in free[0, 1:5].tolist() if t not in others)
     tokenizer = EarlyEos(eos)
-    batch = generate(decoder, pooled, patches, 12, strategy, tokenizer)
-    assert batch.finished[0] and batch.lengths[0] < 6
+    batch = generate(decoder, pooled, patches, 9, strategy, tokenizer)
+    assert batch.finished[0] and batch.lengths[0] < 5
     if strategy == "greedy":  # (a beam may still end on the new EOS: it keeps its score)
-        assert not batch.finished[1:].any() and batch.tokens.shape[1] == 12
-    for i in range(4):
-        alone = generate(decoder, pooled[i:i + 1], patches[i:i + 1], 12, strategy, tokenizer)
+        assert not batch.finished[1:].any() and batch.tokens.shape[1] == 9
+    for i in range(3):
+        alone = generate(decoder, pooled[i:i + 1], patches[i:i + 1], 9, strategy, tokenizer)
         n = alone.tokens.shape[1]
         assert torch.equal(batch.tokens[i, :n], alone.tokens[0])
         assert (batch.tokens[i, n:] == TOKENIZER.pad_id).all()
