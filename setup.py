@@ -30,6 +30,9 @@ setup(
         "matplotlib>=3.7",
         # torch.utils.cpp_extension builds the fast CPU scan with ninja, once, on first use.
         "ninja",
+        # Caption metrics: BLEU-4 and CIDEr-D from the COCO caption scorers (pure Python
+        # for these two; we tokenise ourselves, so no Java).
+        "pycocoevalcap>=1.2",
     ],
     extras_require={
         # transformers: mamba-ssm's modules import it, and the tests use mamba-ssm as oracle.

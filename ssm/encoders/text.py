@@ -18,6 +18,33 @@ from torch import nn
 from ssm.modules import Mamba, RMSNorm, TransformerBlock
 
 
+def check_tokens(tokens, mask, vocab_size: int) -> torch.Tensor:
+    """Validate right-padded tokens (b, l) and their bool mask (b, l); returns the lengths
+    (b,) long. Every row needs a real token; ids must lie in [0, vocab_size)."""
+    if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"tokens must be an integer tensor (b, l), got "
+                        f"{getattr(tokens, 'dtype', type(tokens).__name__)}")
+    if tokens.dim() != 2 or tokens.shape[1] == 0:
+        raise ValueError(f"tokens must have shape (b, l) with l >= 1, got {tuple(tokens.shape)}")
+    if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(tokens.shape):
+        raise ValueError(f"mask must have the tokens' shape {tuple(tokens.shape)}, got "
+                         f"{tuple(getattr(mask, 'shape', ()))}")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
+    lo, hi = int(tokens.min()), int(tokens.max())
+    if lo < 0 or hi >= vocab_size:
+        raise ValueError(f"token ids must lie in [0, vocab_size={vocab_size}), "
+                         f"got values in [{lo}, {hi}]")
+    lengths = mask.sum(1)
+    if int(lengths.min()) == 0:
+        empty = torch.nonzero(lengths == 0).flatten().tolist()
+        raise ValueError(f"mask has all-padding rows {empty}: every caption needs a token")
+    positions = torch.arange(tokens.shape[1], device=tokens.device)
+    if not torch.equal(mask, positions[None, :] < lengths[:, None]):
+        raise ValueError("mask must be right-padded: True on a prefix of each row")
+    return lengths
+
+
 class TextEncoder(nn.Module):
     """Shared checks, embedding and pooling. Subclasses define ``_states``."""
 
@@ -50,28 +77,7 @@ class TextEncoder(nn.Module):
 
     def check_tokens(self, tokens, mask) -> torch.Tensor:
         """Validate a batch; returns the lengths (b,) long."""
-        if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"tokens must be an integer tensor (b, l), got "
-                            f"{getattr(tokens, 'dtype', type(tokens).__name__)}")
-        if tokens.dim() != 2 or tokens.shape[1] == 0:
-            raise ValueError(f"tokens must have shape (b, l) with l >= 1, got {tuple(tokens.shape)}")
-        if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(tokens.shape):
-            raise ValueError(f"mask must have the tokens' shape {tuple(tokens.shape)}, got "
-                             f"{tuple(getattr(mask, 'shape', ()))}")
-        if mask.dtype != torch.bool:
-            raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
-        lo, hi = int(tokens.min()), int(tokens.max())
-        if lo < 0 or hi >= self.vocab_size:
-            raise ValueError(f"token ids must lie in [0, vocab_size={self.vocab_size}), "
-                             f"got values in [{lo}, {hi}]")
-        lengths = mask.sum(1)
-        if int(lengths.min()) == 0:
-            empty = torch.nonzero(lengths == 0).flatten().tolist()
-            raise ValueError(f"mask has all-padding rows {empty}: every caption needs a token")
-        positions = torch.arange(tokens.shape[1], device=tokens.device)
-        if not torch.equal(mask, positions[None, :] < lengths[:, None]):
-            raise ValueError("mask must be right-padded: True on a prefix of each row")
-        return lengths
+        return check_tokens(tokens, mask, self.vocab_size)
 
     def _states(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -1,5 +1,6 @@
 """Evaluate a CLIP model: retrieval, zero-shot classification, the word-order probe (with
-its text-only baseline) and ITM accuracy. Returns the flat keys of results.json."""
+its text-only baseline), ITM accuracy, and for a model with a caption decoder the caption
+metrics of ``ssm.eval.generation``. Returns the flat keys of results.json."""
 from __future__ import annotations
 
 from typing import Optional
@@ -8,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ssm.data import ByteTokenizer
+from ssm.eval.generation import CaptionEvaluation
 from ssm.eval.metrics import (BagOfBytesBaseline, class_embeddings, retrieval_metrics,
                               word_order_accuracy, zero_shot_accuracy)
 
@@ -20,11 +22,15 @@ def _items(dataset, batch_size: int):
 
 
 class Evaluator:
-    """Runs the evaluation sets of one data source through a model, in eval mode."""
+    """Runs the evaluation sets of one data source through a model, in eval mode.
+    ``caption``: the settings of ``CaptionEvaluation`` (``eval.caption``), used when the
+    model has a caption decoder."""
 
-    def __init__(self, tokenizer, max_length: int, device: torch.device, batch_size: int = 250):
+    def __init__(self, tokenizer, max_length: int, device: torch.device, batch_size: int = 250,
+                 caption: Optional[dict] = None):
         self.tokenizer, self.max_length = tokenizer, max_length
         self.device, self.batch_size = device, batch_size
+        self.caption = CaptionEvaluation(**(caption or {}))
 
     def encode_text(self, model, captions: list[str]) -> torch.Tensor:
         tokens, mask = self.tokenizer.batch_encode(captions, self.max_length)
@@ -39,6 +45,11 @@ class Evaluator:
             results = self._paired(model, val_dataset)
             if zero_shot_dataset is not None and zero_shot_templates:
                 results.update(self._zero_shot(model, zero_shot_dataset, zero_shot_templates))
+            if getattr(model, "decoder", None) is not None:
+                results.update(self.caption(
+                    model, _items(val_dataset, self.batch_size), self.tokenizer, self.max_length,
+                    self.device, getattr(val_dataset, "held_out", frozenset()),
+                    getattr(val_dataset, "verbosity", None)))
         finally:
             model.train(was_training)
         return results

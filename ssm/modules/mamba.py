@@ -95,8 +95,11 @@ class Mamba(nn.Module):
         return rearrange(self.conv1d.weight, "d 1 w -> d w")
 
     def forward(self, hidden: torch.Tensor, seq_lens: Optional[torch.Tensor] = None,
-                reverse: bool = False) -> torch.Tensor:
-        """hidden (b, l, d_model) -> (b, l, d_model). seq_lens (b,) marks right padding."""
+                reverse: bool = False,
+                initial_state: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """hidden (b, l, d_model) -> (b, l, d_model). seq_lens (b,) marks right padding.
+        initial_state (b, d_inner, d_state): the scan's state before the first token
+        (zeros when None); gradients flow into it."""
         if hidden.dim() != 3 or hidden.shape[-1] != self.d_model:
             raise ValueError(f"hidden must have shape (b, l, d_model={self.d_model}), "
                              f"got {tuple(hidden.shape)}")
@@ -111,7 +114,8 @@ class Mamba(nn.Module):
         C = rearrange(C, "(b l) n -> b n l", l=l)
         y = selective_scan_fn(x, dt, -torch.exp(self.A_log.float()), B, C, self.D.float(), z,
                               delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-                              seq_lens=seq_lens, reverse=reverse, backend=self.backend)
+                              seq_lens=seq_lens, reverse=reverse, initial_state=initial_state,
+                              backend=self.backend)
         return self.out_proj(rearrange(y, "b d l -> b l d"))
 
     def _conv(self, x, seq_lens, reverse):

@@ -5,7 +5,17 @@ import json
 from pathlib import Path
 
 from ssm.eval.evaluate import Evaluator
-from ssm.tasks.build import build, model_from_checkpoint, resolve_device
+from ssm.tasks.build import RunModel, build, model_from_checkpoint, resolve_device
+
+
+def load_run(checkpoint: Path, device: str = "auto"):
+    """(run, data source, device) of the training run that wrote ``checkpoint``: the run
+    (``RunModel``: config, tokenizer, model in eval mode, now on the device) rebuilt from
+    its .hydra/config.yaml, and its data source."""
+    run: RunModel = model_from_checkpoint(Path(checkpoint))
+    target = resolve_device(device)
+    run.model = run.model.to(target).eval()
+    return run, build(run.cfg.data), target
 
 
 def evaluate_checkpoint(checkpoint: Path, device: str = "auto", batch_size: int = 250,
@@ -13,12 +23,11 @@ def evaluate_checkpoint(checkpoint: Path, device: str = "auto", batch_size: int 
     """Rebuild a run's model from its .hydra/config.yaml, load ``checkpoint`` and evaluate
     it on the run's data. Writes eval_<checkpoint stem>.json in the run dir (or ``output``)."""
     checkpoint = Path(checkpoint)
-    run = model_from_checkpoint(checkpoint)
-    target = resolve_device(device)
-    data = build(run.cfg.data)
-    model = run.model.to(target)
-    results = Evaluator(run.tokenizer, data.max_length, target, batch_size)(
-        model, data.val_dataset(), data.zero_shot_dataset(), data.zero_shot_templates)
+    run, data, target = load_run(checkpoint, device)
+    evaluator = Evaluator(run.tokenizer, data.max_length, target, batch_size,
+                          run.cfg.get("eval", {}).get("caption"))
+    results = evaluator(run.model, data.val_dataset(), data.zero_shot_dataset(),
+                        data.zero_shot_templates)
     path = output or run.run_dir / f"eval_{checkpoint.stem}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     return results, path

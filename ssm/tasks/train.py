@@ -34,6 +34,7 @@ from ssm.train.loggers import JsonlWriter, NullLogger, RunLog
 from ssm.train.loop import Trainer
 from ssm.train.memory import PeakMemory
 from ssm.train.sampling import StepBatchSampler
+from ssm.train.warm_start import warm_start
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ def _train(start: RunStart, dist: DistInfo, group, run_log: RunLog, group_device
     objective = build(cfg.loss)
     model = build_model(cfg, objective).to(device)
     check_vocabulary(tokenizer, model.text_encoder)
+    start_facts = warm_start(model, cfg.get("init_from"), cfg.get("freeze"))  # before the optimiser
     optimizer, scheduler = build(cfg.optim).build(model, settings.max_steps)
     metrics = JsonlWriter(run_dir / "metrics.jsonl")
     logger = build(cfg.logger) if dist.is_main else NullLogger()
@@ -165,7 +167,8 @@ def _train(start: RunStart, dist: DistInfo, group, run_log: RunLog, group_device
         _log_start(start, notes, model, device)
     _on_main(dist, record_start)
 
-    evaluator = Evaluator(tokenizer, data.max_length, device, cfg.eval.batch_size)
+    evaluator = Evaluator(tokenizer, data.max_length, device, cfg.eval.batch_size,
+                          cfg.eval.get("caption"))
 
     def evaluate(step=None):
         results = evaluator(model, val_set, zero_shot, data.zero_shot_templates)
@@ -185,6 +188,7 @@ def _train(start: RunStart, dist: DistInfo, group, run_log: RunLog, group_device
             results = evaluate() if evaluating else {}
             results.update(_run_facts(cfg, start.choices, model, trainer, bad, started, peak,
                                       device))
+            results.update(start_facts)
             write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
             logger.log({f"final/{k}": v for k, v in results.items()
                         if isinstance(v, (int, float))}, step=trainer.step)
@@ -294,5 +298,7 @@ def _run_facts(cfg, choices, model, trainer, bad, started, peak, device) -> dict
         "params_text": parameter_count(model.text_encoder),
         "params_image": parameter_count(model.image_encoder),
         "params_total": parameter_count(model),
+        **({"decoder": choices.get("model/decoder", type(model.decoder).__name__),
+            "params_decoder": parameter_count(model.decoder)} if model.decoder is not None else {}),
         "bad_samples": bad.bad,
     }

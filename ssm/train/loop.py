@@ -92,8 +92,10 @@ class Trainer:
         self.metrics, self.logger, self.bad_tracker = metrics_writer, logger, bad_tracker
         self.step_module = self._train_step = TrainStep(model, objective)
         if dist_info.enabled:
+            # A captioning-only objective leaves the text tower without gradients.
             self.step_module = DistributedDataParallel(
-                self.step_module, device_ids=[device.index] if device.type == "cuda" else None)
+                self.step_module, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=not getattr(objective, "uses_text_tower", True))
         self.autocast_dtype = PRECISIONS[settings.precision]
         self.scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
         # Hard-negative sampling draws from its own generator, so resuming restores it.

@@ -7,7 +7,7 @@ import torch
 from ssm.encoders import ConvNetImageEncoder, MambaTextEncoder
 from ssm.models import CLIP, from_config, load_model, save_model
 
-NODE = {"_target_": "ssm.models.CLIP", "embed_dim": 16, "lm_head": True,
+NODE = {"_target_": "ssm.models.CLIP", "embed_dim": 16, "text_lm_head": True,
         "image_encoder": {"_target_": "ssm.encoders.ConvNetImageEncoder", "width": 16,
                           "channels": [8, 16], "image_size": 32},
         "text_encoder": {"_target_": "ssm.encoders.MambaTextEncoder", "width": 16, "depth": 1,

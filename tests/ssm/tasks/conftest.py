@@ -1,8 +1,11 @@
-"""Fixtures shared by the task tests: one tiny finished run, made once per session."""
+"""Fixtures shared by the task tests: one tiny finished run, made once per session, and
+HydraConfig set as in a real run."""
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 
+from run_config import CONF, compose_train, shrunk
 from ssm.tasks import train
-from run_config import compose_train
 
 
 def finished_run(folder, *overrides):
@@ -17,3 +20,15 @@ def finished_run(folder, *overrides):
 def tiny_run(tmp_path_factory):
     """checkpoints/last.pt of a two-step run of the default config, shrunk."""
     return finished_run(tmp_path_factory.mktemp("tiny_run"))
+
+
+@pytest.fixture
+def hydra_run():
+    """HydraConfig set as in a real run, so results.json records the group choices."""
+    def _set(*overrides):
+        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+            cfg = compose(config_name="train", overrides=shrunk(*overrides),
+                          return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+    yield _set
+    HydraConfig.instance().cfg = None

@@ -28,7 +28,7 @@ def pretrained(tower, *overrides):
 
 def test_a_few_steps_train_only_the_last_layer_and_evaluate(compose_train, tower, tmp_path):
     cfg = compose_train(*pretrained(tower, "model.text_encoder.train_last_layers=1",
-                                    "loss=itc_lm"))
+                                    "loss=itc_text_lm"))
     results = train(cfg, tmp_path)
     before = load_pretrained_mamba(str(tower)).state_dict()
     after = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["model"]
