@@ -1,6 +1,7 @@
 """Evaluate a CLIP model: retrieval, zero-shot classification, the word-order probe and
 the compositional probe suite (each beside a blind text-only baseline fitted on training
-captions), the needle test on dense scenes, and ITM accuracy. Returns the flat keys of
+captions), the needle test on dense scenes, ITM accuracy, and for a model with a caption
+decoder the caption metrics of ``ssm.eval.generation``. Returns the flat keys of
 results.json; ``Evaluator.items`` then holds the per-item outcomes (for paired bootstrap
 intervals in the reports)."""
 from __future__ import annotations
@@ -11,6 +12,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from ssm.eval.blind import blind_outcomes, fit_on_training_captions
+from ssm.data import ByteTokenizer
+from ssm.eval.generation import CaptionEvaluation
 from ssm.eval.metrics import (BagOfBytesBaseline, class_embeddings, retrieval_metrics,
                               retrieval_ranks, word_order_accuracy, zero_shot_accuracy)
 from ssm.eval.needle import needle_test
@@ -32,15 +35,18 @@ class Evaluator:
     set is given); it is fitted once per training set and kept.
     probe_items: None (every val item), or the first this many items get the probe suite
     (long captions make its negatives the costliest part of an evaluation).
+    caption: the settings of ``CaptionEvaluation`` (``eval.caption``), used when the model
+    has a caption decoder.
     """
 
     def __init__(self, tokenizer, max_length: int, device: torch.device, batch_size: int = 250,
                  needle_items: int = 200, blind_captions: int = 2000,
-                 probe_items: Optional[int] = None):
+                 probe_items: Optional[int] = None, caption: Optional[dict] = None):
         self.tokenizer, self.max_length = tokenizer, max_length
         self.device, self.batch_size = device, batch_size
         self.needle_items, self.blind_captions = needle_items, blind_captions
         self.probe_items = probe_items
+        self.caption = CaptionEvaluation(**(caption or {}))
         self.items: dict = {}     # per-item outcomes of the last call
         self._blind = {}          # training set's identity -> fitted blind model
 
@@ -75,6 +81,11 @@ class Evaluator:
                     val_dataset, self.needle_items, lambda texts: self.encode_text(model, texts),
                     lambda images: self.encode_images(model, images), self.batch_size)
                 results.update(metrics)
+            if getattr(model, "decoder", None) is not None:
+                results.update(self.caption(
+                    model, _items(val_dataset, self.batch_size), self.tokenizer, self.max_length,
+                    self.device, getattr(val_dataset, "held_out", frozenset()),
+                    getattr(val_dataset, "verbosity", None)))
         finally:
             model.train(was_training)
         return results
@@ -104,7 +115,7 @@ class Evaluator:
                 "val_i2t_r5": metrics["i2t_r5"], "val_curve_pairs": count}
 
     def _paired(self, model, dataset) -> dict:
-        image_feats, text_feats, tokens_all, masks = [], [], [], []
+        image_feats, text_feats, captions_all = [], [], []
         probe_pos, probe_neg, probe_rows, probe_negatives = [], [], [], []
         suite = []  # (category, item index, true caption, negative, image-text outcome)
         true_captions = []
@@ -121,8 +132,7 @@ class Evaluator:
             offset = sum(f.shape[0] for f in image_feats)
             image_feats.append(img)
             text_feats.append(txt)
-            tokens_all.append(tokens)
-            masks.append(mask)
+            captions_all += captions
             # Every negative of the batch in one encoder call; rows[k] is its item.
             rows = [row for row, item in enumerate(items) for _ in item.get("negatives") or []]
             negatives = [neg for item in items for neg in item.get("negatives") or []]
@@ -145,7 +155,7 @@ class Evaluator:
             results["order_acc"] = word_order_accuracy(torch.tensor(probe_pos),
                                                        torch.tensor(probe_neg))
             results["order_acc_text_only"] = self._text_only_probe(
-                image_feats, tokens_all, masks, probe_rows, probe_negatives)
+                image_feats, captions_all, probe_rows, probe_negatives)
             results["order_pairs"] = len(probe_pos)
             self.items["order"] = [{"index": row, "correct": _outcome(p, n)}
                                    for row, p, n in zip(probe_rows, probe_pos, probe_neg)]
@@ -210,16 +220,15 @@ class Evaluator:
                                           / len(self.items["order"]))
         return results
 
-    def _text_only_probe(self, image_feats, tokens_all, masks, rows, negatives) -> float:
-        """The same probe scored by a bag-of-bytes text model fitted to these pairs."""
-        length = max(t.shape[1] for t in tokens_all)
-        pad = self.tokenizer.pad_id
-        tokens = torch.cat([torch.nn.functional.pad(t, (0, length - t.shape[1]), value=pad)
-                            for t in tokens_all])
-        mask = torch.cat([torch.nn.functional.pad(m, (0, length - m.shape[1])) for m in masks])
+    def _text_only_probe(self, image_feats, captions, rows, negatives) -> float:
+        """The same probe scored by a bag-of-bytes text model fitted to these pairs. It reads
+        the captions' bytes whatever the model's tokenizer is: its chance level is a
+        property of the captions, not of the tokenizer."""
+        byte_tokens = ByteTokenizer()
+        tokens, mask = byte_tokens.batch_encode(captions, self.max_length)
         baseline = BagOfBytesBaseline().fit(image_feats, tokens, mask)
         rows = torch.tensor(rows)
-        neg_tokens, neg_mask = self.tokenizer.batch_encode(negatives, self.max_length)
+        neg_tokens, neg_mask = byte_tokens.batch_encode(negatives, self.max_length)
         positive = baseline.score(image_feats[rows], tokens[rows], mask[rows])
         negative = baseline.score(image_feats[rows], neg_tokens, neg_mask)
         return word_order_accuracy(positive, negative)

@@ -99,6 +99,20 @@ def metric_bars(summaries, ax, keys, ylabel: str, chance: dict | None = None) ->
     return True
 
 
+def metric_bars_figure(summaries, path: Path, keys, title: str, ylabel: str = "score") -> bool:
+    """``metric_bars`` as a figure of its own, saved to ``path``; False with no groups."""
+    if not summaries:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    metric_bars(summaries, ax, keys, ylabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def _mean_result(summaries, key: str):
     values = [r.results[key] for s in summaries for r in s.complete
               if isinstance(r.results.get(key), (int, float))]
