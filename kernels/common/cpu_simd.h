@@ -10,6 +10,9 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -34,6 +37,23 @@ template <typename To, typename From> inline To bits_as(From x) {
   To y;
   std::memcpy(&y, &x, sizeof(y));
   return y;
+}
+
+// Lane-wise min and max: one vminps / vmaxps where AVX is there (GCC does not turn the
+// ternary into them), the ternary elsewhere. NaN in a gives b, as the ternary does.
+inline Vec<float> vmin(Vec<float> a, Vec<float> b) {
+#if defined(__AVX__)
+  return _mm256_min_ps(a, b);
+#else
+  return a < b ? a : b;
+#endif
+}
+inline Vec<float> vmax(Vec<float> a, Vec<float> b) {
+#if defined(__AVX__)
+  return _mm256_max_ps(a, b);
+#else
+  return a > b ? a : b;
+#endif
 }
 
 // Unaligned vector load and store (memcpy compiles to one vmovups).
@@ -99,8 +119,7 @@ template <typename T> inline void add_lane_sums(const Vec<T>* v, int64_t count, 
 inline Vec<float> exp_vec(Vec<float> x) {
   typedef int32_t IVec __attribute__((vector_size(32)));
   const float lo = -87.3365447504f, hi = 88.3762626647949f;
-  Vec<float> xc = x < hi ? x : splat(hi);
-  xc = xc > lo ? xc : splat(lo);
+  const Vec<float> xc = vmax(vmin(x, splat(hi)), splat(lo));
   Vec<float> k = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
   Vec<float> r = xc - k * 0.693359375f + k * 2.12194440e-4f;
   Vec<float> p = splat(1.9875691500e-4f);
@@ -121,8 +140,7 @@ inline Vec<float> exp_vec(Vec<float> x) {
 // (least-squares fit towards minimax): relative error under 1.1e-7, about 1 ulp.
 inline Vec<float> exp2_vec(Vec<float> x) {
   typedef uint32_t UVec __attribute__((vector_size(32)));
-  x = x < 127.0f ? x : splat(127.0f);
-  x = x > -125.0f ? x : splat(-125.0f);
+  x = vmax(vmin(x, splat(127.0f)), splat(-125.0f));
   // 1.5 * 2^23: the sum rounds x to the nearest integer k and keeps it in the low
   // mantissa bits, so (bits << 23) is k in the exponent field.
   const Vec<float> shifted = x + 12582912.0f;

@@ -5,7 +5,8 @@ The encoder ``profile.encoder`` is built as training builds it; its first Mamba 
 runs ``mixer(hidden, seq_lens).square().sum().backward()`` on hidden (batch_size, L,
 width) with every token real (the encoder passes seq_lens, so the layer gets them too),
 ``profile.steps`` times under the profiler after two warm-up steps, at each L of
-``profile.lengths``. Every profiled op's self time goes to one bucket (:data:`BUCKETS`);
+``profile.lengths``. ``profile.scope=encoder`` profiles the whole encoder instead, on the
+time mode's workload (any encoder, the Transformer too). Every profiled op's self time goes to one bucket (:data:`BUCKETS`);
 the step's wall time not inside any op (Python, autograd bookkeeping) is the last line.
 The profiler's own per-op cost inflates small ops, so compare tables from this command
 with each other, not with benchmark timings. ``mode=steps`` runs the same steps with
@@ -26,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.profiler import ProfilerActivity, profile
 
 from ssm.modules import Mamba
+from ssm.tasks.bench_encoders import encoder_step
 from ssm.tasks.build import build
 
 MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addmv", "aten::mv",
@@ -75,10 +77,9 @@ def layer_step(layer: Mamba, batch_size: int, length: int):
     return step
 
 
-def profile_layer(layer: Mamba, batch_size: int, length: int, steps: int) -> dict:
-    """Bucket -> ms per forward + backward step, plus 'step' (the wall time) and 'top'
-    (the profiler's table of the costliest ops)."""
-    step = layer_step(layer, batch_size, length)
+def profile_step(step, steps: int) -> dict:
+    """Bucket -> ms per call of ``step`` (a forward + backward), plus 'step' (the wall
+    time) and 'top' (the profiler's table of the costliest ops)."""
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         start = time.perf_counter()
         for _ in range(steps):
@@ -93,10 +94,11 @@ def profile_layer(layer: Mamba, batch_size: int, length: int, steps: int) -> dic
     return result
 
 
-def format_profile(results: dict, batch_size: int, width: int, threads: int) -> str:
+def format_profile(results: dict, what: str, batch_size: int, width: int, threads: int) -> str:
     """Markdown: one column per length, ms per step and share of the step per bucket."""
     lengths = list(results)
-    lines = [f"### One Mamba layer, forward + backward, batch {batch_size}, width {width}, "
+    lines = [f"### {what[0].upper() + what[1:]}, forward + backward, batch {batch_size}, "
+             f"width {width}, "
              f"{threads} thread{'s' if threads > 1 else ''}", "",
              "| bucket | " + " | ".join(f"L = {L}" for L in lengths) + " |",
              "|---|" + "---:|" * len(lengths)]
@@ -109,19 +111,30 @@ def format_profile(results: dict, batch_size: int, width: int, threads: int) -> 
     return "\n".join(lines) + "\n"
 
 
-def _layers(cfg: DictConfig):
-    """(length, the profiled Mamba layer) for each length of cfg.profile.lengths."""
+def _steps(cfg: DictConfig):
+    """(length, what runs, its step function) for each length of cfg.profile.lengths:
+    the first Mamba layer of profile.encoder (scope=layer) or the whole encoder
+    (scope=encoder, the time mode's workload)."""
     spec = cfg.profile
     if spec.encoder not in cfg.encoders:
         raise ValueError(f"profile.encoder={spec.encoder!r} is not one of encoders "
                          f"{list(cfg.encoders)}")
+    if spec.scope not in ("layer", "encoder"):
+        raise ValueError(f"profile.scope must be 'layer' or 'encoder', got {spec.scope!r}")
     if not spec.lengths or any(int(L) < 1 for L in spec.lengths) or spec.steps < 0:
         raise ValueError(f"profile.lengths must be lengths >= 1 and profile.steps >= 0, got "
                          f"{list(spec.lengths)} and {spec.steps}")
     for length in spec.lengths:
         node = OmegaConf.merge(cfg, {"data": {"max_length": length}}).encoders[spec.encoder]
         torch.manual_seed(cfg.seed)
-        yield length, first_mamba(build(node))
+        encoder = build(node)
+        if spec.scope == "encoder":
+            yield length, (f"the {spec.encoder} encoder", encoder.width), \
+                encoder_step(encoder, length, cfg.batch_size, "cpu")
+        else:
+            layer = first_mamba(encoder)
+            yield length, ("one Mamba layer", layer.d_model), \
+                layer_step(layer, cfg.batch_size, length)
 
 
 def run_profile(cfg: DictConfig, out_dir) -> str:
@@ -133,10 +146,10 @@ def run_profile(cfg: DictConfig, out_dir) -> str:
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {}
     with _threads(cfg.profile.threads):
-        for length, layer in _layers(cfg):
-            results[length] = profile_layer(layer, cfg.batch_size, length, cfg.profile.steps)
+        for length, (what, width), step in _steps(cfg):
+            results[length] = profile_step(step, cfg.profile.steps)
             (out_dir / f"profile_L{length}.txt").write_text(results[length].pop("top"))
-        table = format_profile(results, cfg.batch_size, layer.d_model, torch.get_num_threads())
+        table = format_profile(results, what, cfg.batch_size, width, torch.get_num_threads())
     (out_dir / "profile.md").write_text(table)
     return table
 
@@ -146,12 +159,11 @@ def run_steps(cfg: DictConfig) -> str:
     instruction counters. Under ``valgrind --tool=callgrind``, a run with profile.steps=N
     minus one with profile.steps=0 counts N steps' instructions, deterministically."""
     with _threads(cfg.profile.threads):
-        for length, layer in _layers(cfg):
-            step = layer_step(layer, cfg.batch_size, length)
+        for length, (what, _), step in _steps(cfg):
             for _ in range(cfg.profile.steps):
                 step()
-    return (f"ran {cfg.profile.steps} forward + backward steps of one {cfg.profile.encoder} "
-            f"layer at lengths {list(cfg.profile.lengths)}, batch {cfg.batch_size}")
+    return (f"ran {cfg.profile.steps} forward + backward steps of {what} at lengths "
+            f"{list(cfg.profile.lengths)}, batch {cfg.batch_size}")
 
 
 @contextmanager

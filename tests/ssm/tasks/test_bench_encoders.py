@@ -100,6 +100,7 @@ def test_profile_mode_breaks_one_mamba_layer_down(tmp_path):
     (["mode=profile", "profile.encoder=transformer"], "no Mamba layer"),
     (["mode=steps", "profile.encoder=lstm"], "profile.encoder='lstm'"),
     (["mode=profile", "profile.steps=0"], "profile.steps must be >= 1"),
+    (["mode=steps", "profile.scope=model"], "profile.scope must be"),
     (["competitors=-1"], "competitors must be"),
 ])
 def test_bad_modes_are_named(tmp_path, overrides, words):
@@ -121,5 +122,15 @@ def test_steps_mode_runs_the_layer_untimed(tmp_path, monkeypatch):
         return lambda: (calls.append(1), step())
     monkeypatch.setattr(task, "layer_step", counting)
     said = task.run_steps(_compose("mode=steps", "profile.lengths=[8,16]", "profile.steps=3"))
-    assert len(calls) == 6 and "ran 3 forward + backward steps" in said
+    assert len(calls) == 6 and "ran 3 forward + backward steps of one Mamba layer" in said
     assert not any(tmp_path.iterdir())
+
+
+def test_profile_mode_takes_a_whole_encoder(tmp_path):
+    """scope=encoder: the time mode's workload, any encoder; attention shows up."""
+    from ssm.tasks.bench_encoders import run
+
+    table = run(_compose("mode=profile", "profile.scope=encoder", "profile.encoder=transformer",
+                         "profile.lengths=[8]", "profile.steps=1"), tmp_path)
+    assert table.startswith("### The transformer encoder, forward + backward, batch 2")
+    assert "attention" in (tmp_path / "profile_L8.txt").read_text()
