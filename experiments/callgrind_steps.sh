@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Instructions per forward + backward step of one Mamba layer, counted by callgrind:
+# Instructions per forward + backward step of one Mamba layer (profile.scope=encoder: of
+# one encoder), counted by callgrind:
 # deterministic, unlike wall time on a shared machine.
 #   bash experiments/callgrind_steps.sh 'profile.lengths=[64]' [more bench_encoders overrides]
 # Runs `python experiments/bench_encoders.py mode=steps` twice under valgrind, one thread,
@@ -11,9 +12,13 @@ steps=${STEPS:-5}
 here=$(cd "$(dirname "$0")" && pwd)
 out=$(mktemp -d)
 python=$(python -c 'import sys; print(sys.executable)')  # the interpreter, not a shim
+export KERNELS_MARCH=${KERNELS_MARCH:-x86-64-v3}
+# Build the compiled ops first, outside valgrind: a build inside one of the two counted
+# runs would land in the difference.
+"$python" "$here/bench_encoders.py" mode=steps profile.steps=0 hydra.run.dir="$out/build" "$@" \
+    >"$out/log.build" 2>&1 || { tail -20 "$out/log.build"; exit 1; }
 for n in 0 "$steps"; do
-    KERNELS_MARCH=${KERNELS_MARCH:-x86-64-v3} PYTHONHASHSEED=0 \
-        valgrind --tool=callgrind --callgrind-out-file="$out/cg.$n" \
+    PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file="$out/cg.$n" \
         "$python" "$here/bench_encoders.py" mode=steps profile.threads=1 profile.steps="$n" \
         hydra.run.dir="$out/run$n" "$@" >"$out/log.$n" 2>&1 \
         || { tail -20 "$out/log.$n"; exit 1; }
