@@ -25,10 +25,15 @@ setup(
         "webdataset>=0.2.86",
         "wandb>=0.19",
         "tqdm>=4.60",
+        # Model exports (ssm.models.export) and Hugging Face Mamba checkpoints.
+        "safetensors>=0.4",
         # Reports and benchmarks write PNG plots (Agg backend, no display needed).
         "matplotlib>=3.7",
         # torch.utils.cpp_extension builds the fast CPU scan with ninja, once, on first use.
         "ninja",
+        # Caption metrics: BLEU-4 and CIDEr-D from the COCO caption scorers (pure Python
+        # for these two; we tokenise ourselves, so no Java).
+        "pycocoevalcap>=1.2",
     ],
     extras_require={
         # transformers: mamba-ssm's modules import it, and the tests use mamba-ssm as oracle.
@@ -39,6 +44,8 @@ setup(
         # mamba-ssm with its CUDA kernels, for a GPU machine (a long compile). On CPU install
         # it the lean way instead (README): --no-deps, no CUDA build, no build isolation.
         "peer": ["mamba-ssm==2.3.2.post1"],
+        # tokenizer=hf: a Hugging Face tokenizer from a local directory (pretrained towers).
+        "hf": ["transformers>=4.40"],
         # Optuna sweeper 1.3: max_failure_rate (conf/hparams_search); it brings optuna 2.x.
         "sweeps": ["hydra-optuna-sweeper>=1.3", "hydra-submitit-launcher>=1.2",
                    "hydra-joblib-launcher>=1.2"],

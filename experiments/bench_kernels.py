@@ -14,8 +14,9 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from kernels.bench.kernel_bench import (check_correctness, check_settings, expand_shapes,
-                                        format_table, run_benchmark, write_csv)
+from kernels.bench.kernel_bench import (CsvAppender, candidate_variants, check_correctness,
+                                        check_settings, expand_shapes, format_table,
+                                        run_benchmark, run_decode_benchmark)
 from kernels.bench.plots import plot_csv, plot_rows
 from kernels.common.machine import device_name
 
@@ -32,8 +33,11 @@ def resolve_device(name: str) -> torch.device:
 
 def _check(cfg: DictConfig, device: torch.device) -> tuple[str, list[dict]]:
     """The correctness check's report line and its failing cases."""
+    variants = candidate_variants() if cfg.check.get("variants") else []
     checked = check_correctness(device, cfg.check.lengths, cfg.check.groups,
-                                OmegaConf.to_container(cfg.check.extra_shapes), strict=False)
+                                OmegaConf.to_container(cfg.check.extra_shapes), strict=False,
+                                variants=variants,
+                                variant_shape=OmegaConf.to_container(cfg.check.variant_shape))
     failures = [r for r in checked if not r["ok"]]
     worst = max(checked, key=lambda r: r["rel_err"] / r["tolerance"])
     head = (f"correctness: {len(checked)} cases pass" if not failures else
@@ -58,10 +62,12 @@ def bench(cfg: DictConfig, out_dir: Path) -> list[dict]:
         return []
     device = resolve_device(cfg.device)
     # Bad settings fail here, before a minutes-long check.
-    sweeps = cfg.get("sweeps")
-    shapes = expand_shapes(OmegaConf.to_container(cfg.shapes) if cfg.shapes else [],
-                           OmegaConf.to_container(sweeps) if sweeps else [])
-    check_settings(list(cfg.backends), list(cfg.modes))
+    listed = OmegaConf.to_container(cfg.shapes) if cfg.shapes else []
+    sweeps = OmegaConf.to_container(cfg.sweeps) if cfg.get("sweeps") else []
+    main_shapes = expand_shapes(listed) if listed else []
+    swept = [s for s in expand_shapes(listed, sweeps) if s not in main_shapes]
+    variants = candidate_variants() if cfg.variants else []
+    check_settings(list(cfg.backends) + variants, list(cfg.modes))
     if cfg.check.enabled and device.type != "cuda":
         raise ValueError("check.enabled needs device=cuda (the interpreter check is pytest's)")
     title = f"Selective scan on {device_name(device)}"
@@ -70,13 +76,28 @@ def bench(cfg: DictConfig, out_dir: Path) -> list[dict]:
         line, failures = _check(cfg, device)
         print(line, flush=True)
         report.append(line)
-    rows = run_benchmark(shapes, list(cfg.backends), list(cfg.modes), device,
-                         cfg.reference_max_elements, cfg.cpu_min_run_time)
+    # Each row is appended to the CSV as soon as it is measured: a killed run keeps them.
+    append = CsvAppender(out_dir / cfg.output_csv)
+
+    def on_row(row):
+        append(row)
+        timing = (f"{row['median_ms']:.4f} ms" if "median_ms" in row
+                  else f"skipped: {row['skipped']}")
+        print(f"  {row['backend']} {row['mode']} ({row['b']}, {row['d']}, {row['l']}, "
+              f"{row['n']}) {row['dtype']}: {timing}", flush=True)
+
+    # The candidates on the listed shapes; the sweeps with the configured backends only.
+    rows = []
+    for shapes, backends in ((main_shapes, list(cfg.backends) + variants),
+                             (swept, list(cfg.backends))):
+        if shapes:
+            rows += run_benchmark(shapes, backends, list(cfg.modes), device,
+                                  cfg.reference_max_elements, cfg.cpu_min_run_time, on_row)
+    if cfg.decode_shapes:
+        rows += run_decode_benchmark(OmegaConf.to_container(cfg.decode_shapes), device, on_row)
     table = format_table(rows, title)
     print(table, flush=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(rows, out_dir / cfg.output_csv)
-    paths = plot_rows(rows, out_dir)
+    paths = plot_rows([r for r in rows if r["mode"] != "decode"], out_dir)
     plots = "plots: " + ", ".join(p.name for p in paths)
     (out_dir / "kernel_bench.md").write_text("\n\n".join(report + [table, plots]) + "\n")
     print(f"wrote {out_dir / cfg.output_csv}, kernel_bench.md; {plots}", flush=True)

@@ -2,7 +2,10 @@
 
 Single process, a Hydra multirun (-m), or torchrun --nproc_per_node N experiments/train.py.
 Returns cfg.optimize_metric (t2i_r5 by default) for sweepers such as Optuna
-(-m hparams_search=itc_optuna).
+(-m hparams_search=itc_optuna). ``resume=true hydra.run.dir=DIR`` continues the run in DIR
+with its own config. Hydra does not write the run dir's .hydra/ here (conf/train.yaml sets
+hydra.output_subdir to null): the task writes it once it has accepted the start, so a
+refused start leaves an existing run dir as it was (ssm/tasks/run_dir.py).
 """
 from __future__ import annotations
 

@@ -126,7 +126,7 @@ def cosine_loss(image_features: Tensor, text_features: Tensor) -> Tensor:
     return ((1 - cos) ** 2).mean()
 
 
-def lm_loss(logits: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
+def lm_loss(logits: Tensor, tokens: Tensor, mask: Tensor, label_smoothing: float = 0.0) -> Tensor:
     """Next-token cross-entropy, a 0-d tensor.
 
     logits: (b, l, V); tokens: (b, l) long; mask: (b, l) bool, True for real tokens.
@@ -134,6 +134,11 @@ def lm_loss(logits: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
     are ignored (their token values may be anything, e.g. a pad id outside the vocabulary), and
     the loss is the mean over the counted targets of the whole batch, not per sequence. With
     no counted target (l == 1, or all padding) it is 0, still attached to ``logits``' graph.
+    label_smoothing in [0, 1) spreads that share of each target's mass uniformly over the
+    vocabulary (BLIP's captioner uses 0.1).
+
+    A caption decoder's logits cover the caption positions only (never an image prefix),
+    so this is also the captioning loss: it counts caption tokens and nothing else.
     """
     _check_tensor("logits", logits)
     _check_tensor("tokens", tokens, floating=False)
@@ -150,10 +155,13 @@ def lm_loss(logits: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
         raise TypeError(f"tokens must be a long tensor, got {tokens.dtype}")
     if mask.dtype != torch.bool:
         raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
+    if not isinstance(label_smoothing, (int, float)) or not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing!r}")
     counted = mask[:, 1:]
     if not counted.any():
         return logits.sum() * 0
-    return F.cross_entropy(logits[:, :-1][counted], tokens[:, 1:][counted])
+    return F.cross_entropy(logits[:, :-1][counted], tokens[:, 1:][counted],
+                           label_smoothing=float(label_smoothing))
 
 
 @torch.no_grad()

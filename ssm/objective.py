@@ -2,8 +2,11 @@
 
 Terms: ``itc`` (CLIP InfoNCE), ``siglip`` (sigmoid loss; needs the model's logit_bias),
 ``cosine`` ((1 - cos)^2 on positive pairs only: it admits collapse, see ssm.losses),
-``lm`` (next-token loss through the tied head; needs a causal text tower) and ``itm``
-(BLIP's matching loss with hard negatives drawn from the ITC similarities).
+``itm`` (BLIP's matching loss with hard negatives drawn from the ITC similarities),
+``caption`` (image-grounded captioning: next-token loss of the caption decoder, which
+reads the image; caption tokens only, label smoothing ``caption_label_smoothing``) and
+``text_lm`` (next-token loss of the text tower through its tied head: text only, it never
+sees the image, so it cannot teach captioning; needs a causal text tower).
 """
 from __future__ import annotations
 
@@ -16,26 +19,50 @@ from torch import nn
 from ssm import losses
 from ssm.models import CLIP, CLIPOutput
 
+TERMS = ("itc", "siglip", "cosine", "text_lm", "itm", "caption")
+
 
 class Objective(nn.Module):
     """total = sum of weight * term over terms with weight > 0."""
 
     def __init__(self, itc: float = 1.0, siglip: float = 0.0, cosine: float = 0.0,
-                 lm: float = 0.0, itm: float = 0.0):
+                 text_lm: float = 0.0, itm: float = 0.0, caption: float = 0.0,
+                 caption_label_smoothing: float = 0.0, lm: Optional[float] = None):
         super().__init__()
-        self.weights = {"itc": itc, "siglip": siglip, "cosine": cosine, "lm": lm, "itm": itm}
+        if lm is not None:
+            raise ValueError("loss term lm is now text_lm (next-token loss on the text alone; "
+                             "it never sees the image); for image-grounded captioning use "
+                             "caption")
+        self.weights = {"itc": itc, "siglip": siglip, "cosine": cosine, "text_lm": text_lm,
+                        "itm": itm, "caption": caption}
         for name, weight in self.weights.items():
-            if not isinstance(weight, (int, float)) or weight < 0:
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
                 raise ValueError(f"loss weight {name} must be a number >= 0, got {weight!r}")
         if not any(self.weights.values()):
             raise ValueError(f"at least one loss weight must be > 0, got {self.weights}")
+        if not isinstance(caption_label_smoothing, (int, float)) \
+                or not 0 <= caption_label_smoothing < 1:
+            raise ValueError(f"caption_label_smoothing must lie in [0, 1), got "
+                             f"{caption_label_smoothing!r}")
+        self.caption_label_smoothing = caption_label_smoothing
+
+    @property
+    def uses_text_tower(self) -> bool:
+        """Whether some term trains the text tower (captioning alone does not)."""
+        return any(self.weights[t] for t in ("itc", "siglip", "cosine", "text_lm", "itm"))
 
     def check_model(self, model: CLIP) -> None:
         """Fail before training when a term needs a head the model lacks."""
         if self.weights["itm"] and model.itm is None:
             raise ValueError("loss term itm needs CLIP(itm_head=True)")
-        if self.weights["lm"] and not model.has_lm_head:
-            raise ValueError("loss term lm needs CLIP(lm_head=True) and a causal text encoder")
+        if self.weights["text_lm"] and not model.has_text_lm_head:
+            raise ValueError("loss term text_lm needs CLIP(text_lm_head=True) and a causal "
+                             "text encoder")
+        if self.weights["caption"] and model.decoder is None:
+            raise ValueError("loss term caption needs a caption decoder: CLIP(decoder=...), "
+                             "in config model/decoder=mamba (or mamba_state, transformer)")
+        if self.uses_text_tower and not model.text_in_forward:
+            raise ValueError("loss terms on text features need CLIP(text_in_forward=True)")
         if self.weights["siglip"] and model.logit_bias is None:
             raise ValueError("loss term siglip needs CLIP(init_logit_bias=...), e.g. -10")
 
@@ -51,10 +78,13 @@ class Objective(nn.Module):
                                                  out.logit_scale, out.logit_bias)
         if self.weights["cosine"]:
             terms["cosine"] = losses.cosine_loss(out.image_features, out.text_features)
-        if self.weights["lm"]:
-            terms["lm"] = losses.lm_loss(model.lm_logits(out.text_states), tokens, mask)
+        if self.weights["text_lm"]:
+            terms["text_lm"] = losses.lm_loss(model.text_lm_logits(out.text_states), tokens, mask)
         if self.weights["itm"]:
             terms["itm"] = self._itm(model, out, mask, generator)
+        if self.weights["caption"]:
+            terms["caption"] = losses.lm_loss(model.caption_logits(out, tokens, mask), tokens,
+                                              mask, self.caption_label_smoothing)
         total = sum(self.weights[name] * value for name, value in terms.items())
         return total, {name: value.detach() for name, value in terms.items()}
 
@@ -75,8 +105,14 @@ class Objective(nn.Module):
 
 def model_options(objective: Objective) -> dict:
     """CLIP keyword arguments the objective's terms need: the heads they use, and for
-    SigLIP its logit initialisation (scale ln 10, bias -10)."""
-    options = {"itm_head": objective.weights["itm"] > 0, "lm_head": objective.weights["lm"] > 0}
+    SigLIP its logit initialisation (scale ln 10, bias -10). Without a caption term the
+    configured decoder is left out (decoder=None): it would train nothing; without a text
+    term the forward skips the text tower."""
+    options = {"itm_head": objective.weights["itm"] > 0,
+               "text_lm_head": objective.weights["text_lm"] > 0,
+               "text_in_forward": objective.uses_text_tower}
+    if not objective.weights["caption"]:
+        options["decoder"] = None
     if objective.weights["siglip"] > 0:
         options.update(init_logit_scale=math.log(10.0), init_logit_bias=-10.0)
     return options

@@ -13,7 +13,8 @@ CONF = str(ROOT / "conf")
 SHRINK = ["trainer.max_steps=4", "trainer.batch_size=8", "trainer.log_every=1",
           "trainer.checkpoint_every=2", "trainer.progress=false", "data.image_size=32",
           "model.embed_dim=16", "model.text_encoder.width=16", "model.text_encoder.depth=1",
-          "model.image_encoder.width=16", "logger=jsonl", "eval.batch_size=16"]
+          "model.image_encoder.width=16", "model.decoder.width=16", "logger=jsonl",
+          "eval.batch_size=16"]
 SCENES_SHRINK = ["data.train_size=64", "data.val_size=16", "data.zero_shot_size=12"]
 IMAGE_SHRINK = {"convnet": ["model.image_encoder.channels=[8,16]"],
                 "vit": ["model.image_encoder.depth=1", "model.image_encoder.heads=2"]}

@@ -12,8 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # Lowest first; a module may import its own layer and the layers before it.
-SSM_LAYERS = ["ssm.modules", "ssm.encoders", "ssm.models", "ssm.losses", "ssm.objective",
-              "ssm.data", "ssm.train", "ssm.eval", "ssm.tasks", "ssm.report"]
+SSM_LAYERS = ["ssm.modules", "ssm.encoders", "ssm.decoders", "ssm.models", "ssm.losses",
+              "ssm.objective", "ssm.data", "ssm.train", "ssm.eval", "ssm.tasks", "ssm.report"]
 KERNEL_OPS = ["kernels.selective_scan", "kernels.causal_conv1d", "kernels.state_update"]
 
 
@@ -133,6 +133,7 @@ def test_every_import_points_down():
     ("ssm.modules.mamba", "kernels.selective_scan.cpu.load_extension"),  # an op's private module
     ("ssm.newfolder.thing", "ssm.data.ByteTokenizer"),             # a folder in no layer
     ("ssm.tasks.train", "kernels.bench"),                          # the benchmark package
+    ("ssm.decoders.mamba", "ssm.models.CLIP"),                     # decoders sit below models
 ])
 def test_the_checker_catches_each_kind_of_wrong_import(importer, imported):
     assert violation(importer, imported) is not None

@@ -8,8 +8,9 @@ from __future__ import annotations
 import csv
 import functools
 import itertools
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -17,16 +18,21 @@ import torch
 
 from kernels import selective_scan_fn, selective_scan_ref
 from kernels.bench import roofline
-from kernels.bench.peers import mamba_selective_scan_cuda, mamba_selective_scan_ref
+from kernels.bench.peers import (mamba_selective_scan_cuda, mamba_selective_scan_ref,
+                                 mamba_selective_state_update)
 from kernels.common.machine import device_name
 from kernels.common.timing import time_ms
 from kernels.selective_scan import cpu_available
 from kernels.selective_scan.testing import (TOLERANCE, ScanCase, compare_to_reference,
                                             make_inputs, scan_grid, tensor_inputs)
+from kernels.selective_scan.validation import check_scan_inputs
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MODES = ("fwd", "fwd+bwd")
 BACKENDS = ("triton", "cpu", "reference", "mamba_ref", "mamba_cuda")
+# A fixed-config Triton run: "triton@<forward label>/<backward label>", labels as
+# LaunchConfig.label writes them (the backward's chunk length is the forward's).
+VARIANT_PREFIX = "triton@"
 
 
 @dataclass(frozen=True)
@@ -108,9 +114,71 @@ def check_settings(backends, modes) -> None:
     for key, given, allowed in (("backends", backends, BACKENDS), ("modes", modes, MODES)):
         if not list(given):
             raise ValueError(f"{key} is empty; choose from {list(allowed)}")
-        unknown = [x for x in given if x not in allowed]
+        unknown = [x for x in given if x not in allowed
+                   and not (key == "backends" and x.startswith(VARIANT_PREFIX))]
         if unknown:
-            raise ValueError(f"unknown {key} {unknown}; choose from {list(allowed)}")
+            raise ValueError(f"unknown {key} {unknown}; choose from {list(allowed)}"
+                             f" or {VARIANT_PREFIX}<forward config>/<backward config>")
+    for name in backends:
+        if name.startswith(VARIANT_PREFIX):
+            parse_variant(name)
+
+
+# The Triton modules are imported inside the functions below: the benchmark also runs
+# where triton is not installed (macOS), without variants.
+
+
+def variant_name(forward, backward) -> str:
+    """The backend name of a (forward, backward) pair of LaunchConfigs."""
+    return f"{VARIANT_PREFIX}{forward.label}/{backward.label}"
+
+
+def parse_variant(name: str):
+    """(forward, backward) LaunchConfigs of a ``triton@...`` backend name; ValueError if
+    malformed."""
+    from kernels.selective_scan.triton_common import LaunchConfig
+    pattern = r"D(\d+)-N(\d+)-L(\d+)-w(\d+)-s(\d+)"
+    match = re.fullmatch(f"{re.escape(VARIANT_PREFIX)}{pattern}/{pattern}", name)
+    if not match:
+        raise ValueError(f"backend {name!r}: expected {VARIANT_PREFIX}D<d>-N<n>-L<l>-w<warps>"
+                         "-s<stages>/D<d>-N<n>-L<l>-w<warps>-s<stages>")
+    v = [int(x) for x in match.groups()]
+    forward = LaunchConfig(*v[:5])
+    return forward, replace(LaunchConfig(*v[5:]), block_l=forward.block_l)
+
+
+def candidate_variants() -> list[str]:
+    """Every autotune candidate as a fixed-config backend: each forward candidate with the
+    default backward, then each backward candidate behind the default forward."""
+    from kernels.selective_scan.triton_common import (COMPILED_BACKWARD, COMPILED_FORWARD,
+                                                      backward_at)
+    from kernels.selective_scan.triton_tuning import BACKWARD_CANDIDATES, FORWARD_CANDIDATES
+    fwd_default, bwd_default = COMPILED_FORWARD, COMPILED_BACKWARD
+    names = [variant_name(c, backward_at(bwd_default, c.block_l)) for c in FORWARD_CANDIDATES]
+    names += [variant_name(fwd_default, backward_at(c, fwd_default.block_l))
+              for c in BACKWARD_CANDIDATES]
+    return list(dict.fromkeys(names))
+
+
+def _variant_fn(name: str) -> Callable:
+    """mamba-ssm's signature over the Triton scan with fixed forward and backward configs
+    (block_d shrunk where it does not fit the call's d)."""
+    from kernels.selective_scan.triton_common import fit_block_d
+    from kernels.selective_scan.triton_scan import triton_selective_scan
+    forward, backward = parse_variant(name)
+
+    def scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+             return_last_state=False, **extensions):
+        dims = check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                 return_last_state, **extensions)
+        fit = lambda c: replace(c, block_d=fit_block_d(c.block_d, dims.d,  # noqa: E731
+                                                       dims.channels_per_group))
+        out, last = triton_selective_scan(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+            extensions.get("initial_state"), extensions.get("seq_lens"),
+            extensions.get("reverse", False), dims, fit(forward), fit(backward))
+        return (out, last) if return_last_state else out
+    return scan
 
 
 def available_backends(device: torch.device, names=BACKENDS) -> dict[str, Optional[Callable]]:
@@ -120,7 +188,9 @@ def available_backends(device: torch.device, names=BACKENDS) -> dict[str, Option
     (seconds each) are paid only when asked for.
     """
     on_cuda = device.type == "cuda"
-    lookup = {
+    variants = {name: (lambda name=name: _variant_fn(name) if on_cuda else None)
+                for name in names if name.startswith(VARIANT_PREFIX)}
+    lookup = {**variants,
         "triton": lambda: (functools.partial(selective_scan_fn, backend="triton")
                            if on_cuda else None),
         "cpu": lambda: (functools.partial(selective_scan_fn, backend="cpu")
@@ -169,20 +239,25 @@ def bench_one(name: str, fn: Callable, shape: BenchShape, mode: str, device: tor
 
 
 def check_correctness(device: torch.device, lengths, groups, extra_shapes=(),
-                      strict: bool = True) -> list[dict]:
-    """Triton against the float64 reference on the test grid plus ``extra_shapes``.
+                      strict: bool = True, variants=(), variant_shape=None) -> list[dict]:
+    """Triton against the float64 reference on the test grid plus ``extra_shapes``, then
+    each of ``variants`` (``triton@...`` backends) once on ``variant_shape``.
 
     Returns one row per case with its worst relative error and ``ok``; with ``strict``
     raises AssertionError listing every case over its dtype's tolerance.
     """
     triton_scan = functools.partial(selective_scan_fn, backend="triton")
-    cases = scan_grid(lengths=tuple(lengths), groups=tuple(groups))
-    cases += [BenchShape(**s).case() for s in extra_shapes]
+    cases = [(triton_scan, case, "") for case in scan_grid(lengths=tuple(lengths),
+                                                           groups=tuple(groups))]
+    cases += [(triton_scan, BenchShape(**s).case(), "") for s in extra_shapes]
+    if variants:
+        case = BenchShape(**(variant_shape or {"b": 2, "d": 16, "l": 600})).case()
+        cases += [(_variant_fn(name), case, f" {name}") for name in variants]
     rows, failures = [], []
-    for case in cases:
-        errors = compare_to_reference(triton_scan, selective_scan_ref, case, device=device)
+    for scan, case, variant in cases:
+        errors = compare_to_reference(scan, selective_scan_ref, case, device=device)
         worst_key = max(errors, key=errors.get)
-        row = {"case": case.label, "worst": worst_key, "rel_err": errors[worst_key],
+        row = {"case": case.label + variant, "worst": worst_key, "rel_err": errors[worst_key],
                "tolerance": TOLERANCE[case.dtype]}
         row["ok"] = bool(errors[worst_key] <= row["tolerance"])
         rows.append(row)
@@ -194,11 +269,12 @@ def check_correctness(device: torch.device, lengths, groups, extra_shapes=(),
 
 
 def run_benchmark(shapes, backends, modes, device: torch.device, reference_max_elements: int,
-                  cpu_min_run_time: float = 0.5) -> list[dict]:
+                  cpu_min_run_time: float = 0.5, on_row: Optional[Callable] = None) -> list[dict]:
     """Time every available backend on every shape and mode; unavailable ones are listed
     as skipped rows with the reason, never silently dropped. ``shapes`` are dicts of
     :class:`BenchShape` fields (see :func:`expand_shapes` for sweeps). Every row carries
-    the device's name."""
+    the device's name, and is passed to ``on_row`` the moment it is measured. A backend
+    that fails (e.g. a variant that does not compile) gives a skipped row with the error."""
     check_settings(backends, modes)
     shapes = expand_shapes(shapes)
     fns = available_backends(device, backends)
@@ -214,12 +290,64 @@ def run_benchmark(shapes, backends, modes, device: torch.device, reference_max_e
                 slow_loop = name in ("reference", "mamba_ref") and elements > reference_max_elements
                 if fn is None or slow_loop:
                     why = "not available here" if fn is None else "over reference_max_elements"
-                    rows.append({"backend": name, "mode": mode, **shape.__dict__, "skipped": why,
-                                 "device": machine})
-                    continue
-                row = bench_one(name, fn, shape, mode, device, bandwidth, exps_per_s,
-                                cpu_min_run_time)
-                rows.append({**row, "device": machine})
+                    row = {"backend": name, "mode": mode, **shape.__dict__, "skipped": why}
+                else:
+                    try:
+                        row = bench_one(name, fn, shape, mode, device, bandwidth, exps_per_s,
+                                        cpu_min_run_time)
+                    except Exception as error:  # noqa: BLE001  (recorded in the row)
+                        if not name.startswith(VARIANT_PREFIX):
+                            raise
+                        row = {"backend": name, "mode": mode, **shape.__dict__,
+                               "skipped": f"failed: {type(error).__name__}: {error}"[:300]}
+                row = {**row, "device": machine}
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
+    return rows
+
+
+DECODE_BACKENDS = ("triton", "mamba_triton")
+
+
+def run_decode_benchmark(shapes, device: torch.device, on_row: Optional[Callable] = None,
+                         backends=DECODE_BACKENDS) -> list[dict]:
+    """One decode step, ``selective_state_update``: ours (Triton) against mamba-ssm's Triton
+    kernel, with D, z, dt_bias and softplus; state float32 (b, d, n), the rest in the
+    shape's dtype. ``shapes``: dicts with b, d, n, dtype. Rows have mode "decode", l = 1."""
+    from kernels import selective_state_update
+    fns = {"triton": (functools.partial(selective_state_update, backend="triton")
+                      if device.type == "cuda" else None),
+           "mamba_triton": mamba_selective_state_update() if device.type == "cuda" else None}
+    machine = device_name(device)
+    bandwidth = roofline.measure_copy_bandwidth(device)
+    rows = []
+    for shape in shapes:
+        b, d, n, dtype = shape["b"], shape["d"], shape["n"], DTYPES[shape["dtype"]]
+        g = torch.Generator().manual_seed(0)
+        rand = lambda *size, dt=dtype: torch.randn(*size, generator=g).to(device, dt)  # noqa: E731
+        state = rand(b, d, n, dt=torch.float32)
+        inputs = {"x": rand(b, d), "dt": rand(b, d), "A": -torch.rand(d, n, generator=g).to(device),
+                  "B": rand(b, n), "C": rand(b, n), "D": rand(d, dt=torch.float32),
+                  "z": rand(b, d), "dt_bias": rand(d, dt=torch.float32)}
+        n_bytes = 2 * state.numel() * 4 + sum(x.numel() * x.element_size() for x in inputs.values())
+        n_bytes += b * d * inputs["x"].element_size()                          # the output
+        for name in backends:
+            row = {"backend": name, "mode": "decode", "b": b, "d": d, "l": 1, "n": n,
+                   "dtype": shape["dtype"], "z": True, "device": machine}
+            fn = fns.get(name)
+            if fn is None:
+                row["skipped"] = "not available here"
+            else:
+                step = functools.partial(fn, state, **inputs, dt_softplus=True)
+                median, p20, p80 = time_ms(step, device)
+                floor_ms = n_bytes / bandwidth * 1e3
+                row.update({"median_ms": median, "p20_ms": p20, "p80_ms": p80,
+                            "gb_per_s": n_bytes / (median / 1e3) / 1e9, "floor_ms": floor_ms,
+                            "x_floor": median / floor_ms})
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
     return rows
 
 
@@ -234,6 +362,20 @@ def write_csv(rows: list[dict], path: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+
+
+class CsvAppender:
+    """Writes a header now and each row the moment it comes (flushed), so a run that is
+    killed keeps every row measured before."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_csv([], self.path)
+
+    def __call__(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore").writerow(row)
 
 
 def read_csv(path) -> list[dict]:

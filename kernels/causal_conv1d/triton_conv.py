@@ -95,7 +95,8 @@ def _conv_bwd_kernel(x_ptr, w_ptr, bias_ptr, g_out_ptr, g_x_ptr, g_w_part_ptr, g
     tl.store(g_bias_part_ptr + part, tl.sum(g_pre_here, axis=1), mask=mask_d)
 
 
-def _blocks(d: int, l: int):
+def conv_blocks(d: int, l: int) -> tuple[int, int]:
+    """(block_d, block_l) of the forward and backward launches."""
     block_l = min(128, max(16, triton.next_power_of_2(l)))
     return min(32, triton.next_power_of_2(d)), block_l
 
@@ -106,12 +107,12 @@ class CausalConv1dTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, silu):
         b, d, l = x.shape
-        block_d, block_l = _blocks(d, l)
+        block_d, block_l = conv_blocks(d, l)
         out = empty_output((b, d, l), x.dtype, x.device)
         _conv_fwd_kernel[(b, triton.cdiv(d, block_d), triton.cdiv(l, block_l))](
             x, weight, bias if bias is not None else weight, out, d, l,
             *x.stride(), *weight.stride(), HAS_BIAS=bias is not None, SILU=silu,
-            WIDTH=weight.shape[1], BLOCK_D=block_d, BLOCK_L=block_l)
+            WIDTH=weight.shape[1], BLOCK_D=block_d, BLOCK_L=block_l, enable_fp_fusion=True)
         ctx.save_for_backward(x, weight, bias)
         ctx.silu = silu
         return out
@@ -121,7 +122,7 @@ class CausalConv1dTriton(torch.autograd.Function):
         x, weight, bias = ctx.saved_tensors
         b, d, l = x.shape
         width = weight.shape[1]
-        block_d, block_l = _blocks(d, l)
+        block_d, block_l = conv_blocks(d, l)
         n_l_blocks = triton.cdiv(l, block_l)
         g_x = empty_output((b, d, l), x.dtype, x.device)
         g_w_part = empty_output((b, n_l_blocks, d, width), torch.float32, x.device)
@@ -130,7 +131,7 @@ class CausalConv1dTriton(torch.autograd.Function):
             x, weight, bias if bias is not None else weight, g_out.contiguous(), g_x,
             g_w_part, g_bias_part, d, l, n_l_blocks, *x.stride(), *weight.stride(),
             HAS_BIAS=bias is not None, SILU=ctx.silu, WIDTH=width,
-            BLOCK_D=block_d, BLOCK_L=block_l)
+            BLOCK_D=block_d, BLOCK_L=block_l, enable_fp_fusion=True)
         g_w = g_w_part.sum((0, 1)).to(weight.dtype)
         g_bias = g_bias_part.sum((0, 1)).to(bias.dtype) if bias is not None else None
         return g_x, g_w, g_bias, None
@@ -167,14 +168,19 @@ def _conv_update_kernel(x_ptr, state_ptr, w_ptr, bias_ptr, out_ptr, d,
     tl.store(out_ptr + pid_b * d + offs_d, out.to(out_ptr.dtype.element_ty), mask=mask_d)
 
 
+def update_block_d(d: int) -> int:
+    """Channels per program of the decode step."""
+    return min(256, triton.next_power_of_2(d))
+
+
 def conv_update_triton(x, conv_state, weight, bias, silu):
     b, d = x.shape
     width = weight.shape[1]
-    block_d = min(256, triton.next_power_of_2(d))
+    block_d = update_block_d(d)
     out = empty_output((b, d), x.dtype, x.device)
     _conv_update_kernel[(b, triton.cdiv(d, block_d))](
         x, conv_state, weight, bias if bias is not None else weight, out, d,
         *x.stride(), *conv_state.stride(), *weight.stride(),
         HAS_BIAS=bias is not None, SILU=silu, WIDTH=width,
-        BLOCK_W=triton.next_power_of_2(width), BLOCK_D=block_d)
+        BLOCK_W=triton.next_power_of_2(width), BLOCK_D=block_d, enable_fp_fusion=True)
     return out

@@ -60,13 +60,19 @@ def _state_update_kernel(
     tl.store(out_ptr + pid_b * d + offs_d, y.to(out_ptr.dtype.element_ty), mask=mask_d)
 
 
+def step_blocks(d: int, n: int) -> tuple[int, int]:
+    """(block_d, block_n) of a launch: the whole state padded to a power of two, and as
+    many channels as fit a 4096-element tile (at most 64)."""
+    block_n = triton.next_power_of_2(n)
+    return max(1, min(triton.next_power_of_2(d), 4096 // block_n, 64)), block_n
+
+
 def state_update_triton(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus):
     b, d, n = state.shape
     B = B if B.dim() == 3 else B.unsqueeze(1)                     # (b, g, n)
     C = C if C.dim() == 3 else C.unsqueeze(1)
     out = empty_output((b, d), x.dtype, x.device)
-    block_n = triton.next_power_of_2(n)
-    block_d = max(1, min(triton.next_power_of_2(d), 4096 // block_n, 64))
+    block_d, block_n = step_blocks(d, n)
     zero2 = (0, 0)
     _state_update_kernel[(b, triton.cdiv(d, block_d))](
         state, x, dt, A, B, C, D if D is not None else x, z if z is not None else x,
@@ -75,6 +81,6 @@ def state_update_triton(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus):
         *state.stride(), *x.stride(), *dt.stride(), *A.stride(), *B.stride(), *C.stride(),
         *(z.stride() if z is not None else zero2),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_DT_BIAS=dt_bias is not None,
-        DT_SOFTPLUS=dt_softplus, BLOCK_D=block_d, BLOCK_N=block_n,
+        DT_SOFTPLUS=dt_softplus, BLOCK_D=block_d, BLOCK_N=block_n, enable_fp_fusion=True,
     )
     return out

@@ -1,10 +1,11 @@
 """Data loading and tokenization."""
-from ssm.data.tokenizer import ByteTokenizer
+from ssm.data.tokenizer import ByteTokenizer, Tokenizer
+from ssm.data.hf_tokenizer import HFTokenizer
 from ssm.data.transforms import BadImage, load_image, resize_center_crop
 from ssm.data.files import (BadSampleTracker, CsvImageText, TooManyBadSamples, WebDatasetImageText,
                             collate_image_text)
 
-__all__ = ["ByteTokenizer",
+__all__ = ["ByteTokenizer", "HFTokenizer", "Tokenizer",
            "BadImage", "load_image", "resize_center_crop",
            "BadSampleTracker", "CsvImageText", "TooManyBadSamples", "WebDatasetImageText",
            "collate_image_text"]

@@ -164,6 +164,17 @@ def caption(objects: Sequence, rng: random.Random, verbosity: int = 1) -> str:
     return _realise(plan, plan.mentions, _descriptions(objects))
 
 
+def reference_captions(objects: Sequence, count: int, verbosity: int = 1,
+                       seed: str = "") -> list[str]:
+    """``count`` captions of one scene drawn from the grammar with rngs seeded by
+    (seed, k): other frames, orders and chains, the same facts. References for BLEU and
+    CIDEr, which reward a caption for matching any of several ways of saying it."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be an int >= 1, got {count!r}")
+    return [caption(objects, random.Random(f"reference|{seed}|{k}"), verbosity)
+            for k in range(count)]
+
+
 def word_order_negatives(objects: Sequence, rng: random.Random,
                          verbosity: int = 1) -> tuple[str, list[str]]:
     """(true caption, negatives): false captions with exactly the true caption's words.

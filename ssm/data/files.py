@@ -4,7 +4,9 @@ Both datasets give ``dict(image=(3, S, S) float32 in [0, 1], caption=str)`` per 
 ``None`` for a sample whose image is missing or will not decode: one bad file among millions
 should cost one sample, not a run. ``collate_image_text`` drops the ``None`` items and reports
 how many it dropped; ``BadSampleTracker`` turns a high rate of them into an error, because
-that means a broken dataset rather than a few broken files.
+that means a broken dataset rather than a few broken files. A CSV caption that is not valid
+UTF-8 is such a bad sample too. Skips are logged as warnings (the first few of each dataset
+one by one, naming the file; the tracker reports the running count).
 """
 from __future__ import annotations
 
@@ -27,6 +29,25 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png")
 
 
+class _SkipLog:
+    """Warns about the first ``shown`` samples a dataset skips, one line each naming the
+    file, then once that later skips are counted but not listed (a broken shard must not
+    flood the console). Each DataLoader worker holds its own copy."""
+
+    def __init__(self, shown: int = 5):
+        self.shown, self.count = shown, 0
+
+    def __call__(self, message: str, *args) -> None:
+        self.count += 1
+        if self.count <= self.shown:
+            log.warning(message, *args)
+        else:
+            if self.count == self.shown + 1:
+                log.warning("more samples skipped: counted (bad_samples in metrics.jsonl and "
+                            "results.json) but no longer listed one by one")
+            log.debug(message, *args)
+
+
 def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
@@ -41,19 +62,30 @@ class CsvImageText(Dataset):
     open_clip's layout by default: tab-separated, columns ``filepath`` and ``title``. Relative
     paths are relative to the CSV file's folder (not the working directory). The file is read
     once, at construction; a missing column, an empty file or a short row raises ValueError
-    there. Images are read lazily: ``self[i]`` is ``dict(image=(3, S, S), caption=str)`` with
-    S = image_size, or ``None`` when that image is missing or corrupt.
+    there. A caption that is not valid UTF-8 does not: its row becomes a bad sample, warned
+    about now with the file and line, and skipped and counted when drawn. Images are read
+    lazily: ``self[i]`` is ``dict(image=(3, S, S), caption=str)`` with S = image_size, or
+    ``None`` when that image is missing or corrupt or the caption unreadable.
+    ``sep`` is one character; the two characters ``\\t`` also mean a tab (command lines).
     """
 
     def __init__(self, csv_path: Union[str, os.PathLike], image_size: int = 64,
                  img_key: str = "filepath", caption_key: str = "title", sep: str = "\t"):
         self.image_size = _check_int("image_size", image_size, 1)
+        if sep == "\\t":
+            sep = "\t"
         if not isinstance(sep, str) or len(sep) != 1:
             raise ValueError(f"sep must be a single character, got {sep!r}")
+        for name, key in (("img_key", img_key), ("caption_key", caption_key)):
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"{name} must be a column name, got {key!r}")
         self.csv_path = os.path.abspath(os.fspath(csv_path))
+        self._skip_log = _SkipLog()
         # Resolved now, so a later chdir (e.g. by Hydra) cannot change what the paths mean.
         folder = os.path.dirname(self.csv_path)
-        with open(self.csv_path, newline="", encoding="utf-8") as f:
+        # surrogateescape: bytes that are not UTF-8 survive as lone surrogates, so one bad
+        # caption costs its row, not the file; utf-8-sig drops a byte-order mark.
+        with open(self.csv_path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
             reader = csv.DictReader(f, delimiter=sep)
             if reader.fieldnames is None:
                 raise ValueError(f"{self.csv_path} is empty: expected a header row with "
@@ -63,14 +95,21 @@ class CsvImageText(Dataset):
                     raise ValueError(f"{self.csv_path} has no column {key!r}; its header has "
                                      f"{reader.fieldnames} (separator {sep!r})")
             self.paths: list[str] = []
-            self.captions: list[str] = []
+            self.captions: list[Optional[str]] = []  # None: not valid UTF-8
+            self.lines: list[int] = []               # each row's line in the file
             for row in reader:
                 path, caption = row[img_key], row[caption_key]
                 if path is None or caption is None:
                     raise ValueError(f"{self.csv_path} line {reader.line_num}: too few fields "
                                      f"for columns {img_key!r} and {caption_key!r}")
+                problem = _undecodable(caption)
                 self.paths.append(os.path.join(folder, path))  # join keeps absolute paths as they are
-                self.captions.append(caption)
+                self.captions.append(None if problem else caption)
+                self.lines.append(reader.line_num)
+                if problem:
+                    self._skip_log("%s line %d: caption is not valid UTF-8 (%s); the sample "
+                                   "is skipped and counted", self.csv_path, reader.line_num,
+                                   problem)
         if not self.paths:
             raise ValueError(f"{self.csv_path} has a header but no rows")
 
@@ -78,12 +117,30 @@ class CsvImageText(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> Optional[dict]:
+        if self.captions[index] is None:
+            return None  # warned about, with its line, when the file was read
         try:
             image = load_image(self.paths[index])
         except BadImage as exc:
-            log.debug("skipping sample %d of %s: %s", index, self.csv_path, exc)
+            self._skip_log("skipping line %d of %s: %s", self.lines[index], self.csv_path, exc)
             return None
         return dict(image=resize_center_crop(image, self.image_size), caption=self.captions[index])
+
+
+def _undecodable(text: str) -> str:
+    """'' when ``text`` was valid UTF-8, else what is wrong (it was read with
+    surrogateescape, which keeps each undecodable byte as a lone surrogate)."""
+    raw = text.encode("utf-8", "surrogateescape")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"byte 0x{raw[exc.start]:02x} at byte {exc.start}: {exc.reason}"
+    return ""
+
+
+def _is_local(url: str) -> bool:
+    """A plain file path (not pipe:..., http://..., s3://...), whose existence can be checked."""
+    return not url.startswith("pipe:") and "://" not in url and not url.startswith("file:")
 
 
 def _distributed_rank_and_world() -> tuple[int, int]:
@@ -134,10 +191,15 @@ class WebDatasetImageText(IterableDataset):
         self.rank = _check_int("rank", rank, 0)
         if self.rank >= self.world_size:
             raise ValueError(f"rank must be < world_size = {self.world_size}, got {self.rank}")
+        missing = [url for url in self.shards if _is_local(url) and not os.path.isfile(url)]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} of {len(self.shards)} shards do not exist: "
+                                    f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
         if len(self.shards) < self.world_size:
             raise ValueError(f"{len(self.shards)} shards cannot be split over {self.world_size} "
                              f"ranks: some ranks would get no data")
         self.epoch = 0
+        self._skip_log = _SkipLog()
 
     @staticmethod
     def _expand(urls) -> list[str]:
@@ -186,14 +248,15 @@ class WebDatasetImageText(IterableDataset):
         where = f"{sample.get('__key__')} in {sample.get('__url__')}"
         data = next((sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample), None)
         if data is None or "txt" not in sample:
-            log.debug("skipping sample %s: no image or no txt (members: %s)", where, sorted(sample))
+            self._skip_log("skipping sample %s: no image or no txt (members: %s)", where,
+                           sorted(k for k in sample if not k.startswith("__")))
             return None
         try:
             image = load_image(data)
             # Caption files are usually written with a trailing newline that is not caption.
             caption = sample["txt"].decode("utf-8").strip()
         except (BadImage, UnicodeDecodeError) as exc:
-            log.debug("skipping sample %s: %s", where, exc)
+            self._skip_log("skipping sample %s: %s", where, exc)
             return None
         return dict(image=resize_center_crop(image, self.image_size), caption=caption)
 
@@ -207,7 +270,8 @@ class BadSampleTracker:
 
     Counts are cumulative over the run. ``update`` raises ``TooManyBadSamples`` once at least
     ``min_seen`` samples have been seen and more than ``max_bad_fraction`` of them were bad;
-    ``min_seen`` keeps an unlucky first batch from ending a run.
+    ``min_seen`` keeps an unlucky first batch from ending a run. Skips are reported as they
+    happen, rate-limited: a warning at the first bad sample and each time the count doubles.
     """
 
     def __init__(self, max_bad_fraction: float = 0.1, min_seen: int = 20):
@@ -220,6 +284,7 @@ class BadSampleTracker:
         self.min_seen = _check_int("min_seen", min_seen, 0)
         self._good = 0
         self._bad = 0
+        self._next_report = 1  # the bad count at which the next warning goes out
 
     @property
     def seen(self) -> int:
@@ -240,10 +305,16 @@ class BadSampleTracker:
 
     def load_state_dict(self, state: dict) -> None:
         self._good, self._bad = int(state["good"]), int(state["bad"])
+        self._next_report = 2 * self._bad if self._bad else 1
 
     def update(self, n_good: int, n_bad: int) -> None:
         self._good += _check_int("n_good", n_good, 0)
         self._bad += _check_int("n_bad", n_bad, 0)
+        if n_bad and self._bad >= self._next_report:
+            log.warning("bad samples skipped so far: %d of %d seen (%.2f%%); the run stops "
+                        "above max_bad_fraction = %.2f%%", self._bad, self.seen,
+                        100 * self.fraction, 100 * self.max_bad_fraction)
+            self._next_report = 2 * self._bad
         if self.seen >= self.min_seen and self.fraction > self.max_bad_fraction:
             raise TooManyBadSamples(
                 f"{self.bad} of {self.seen} samples were bad ({self.fraction:.2%}), more than "

@@ -46,38 +46,44 @@ class ScenesData:
 
 
 class CsvData:
-    """open_clip-style CSVs (tab-separated filepath and title columns)."""
+    """open_clip-style CSVs: by default tab-separated ``filepath`` and ``title`` columns;
+    ``img_key``, ``caption_key`` and ``sep`` name other columns and separators."""
 
     zero_shot_templates = None
 
     def __init__(self, train_csv: str, val_csv: str, image_size: int = 64,
-                 max_length: int = 128):
+                 max_length: int = 128, img_key: str = "filepath", caption_key: str = "title",
+                 sep: str = "\t"):
         self.train_csv, self.val_csv = train_csv, val_csv
         self.image_size, self.max_length = image_size, max_length
+        self.columns = dict(img_key=img_key, caption_key=caption_key, sep=sep)
 
     def train_dataset(self):
-        return CsvImageText(self.train_csv, image_size=self.image_size)
+        return CsvImageText(self.train_csv, image_size=self.image_size, **self.columns)
 
     def val_dataset(self):
-        return CsvImageText(self.val_csv, image_size=self.image_size)
+        return CsvImageText(self.val_csv, image_size=self.image_size, **self.columns)
 
     def zero_shot_dataset(self):
         return None
 
 
 class WebDatasetData:
-    """WebDataset tar shards (jpg/png + txt) for training; validation from shards or a CSV."""
+    """WebDataset tar shards (jpg/png + txt) for training; validation from shards or a CSV
+    (read with ``img_key``, ``caption_key`` and ``sep``, as ``data=csv`` reads its files)."""
 
     zero_shot_templates = None
 
     def __init__(self, train_urls: Union[str, Sequence[str]], val_urls: Union[str, Sequence[str], None] = None,
                  val_csv: Optional[str] = None, image_size: int = 64, max_length: int = 128,
-                 shuffle_buffer: int = 1000, seed: int = 0):
+                 shuffle_buffer: int = 1000, seed: int = 0, img_key: str = "filepath",
+                 caption_key: str = "title", sep: str = "\t"):
         if (val_urls is None) == (val_csv is None):
             raise ValueError("data needs exactly one of val_urls and val_csv")
         self.train_urls, self.val_urls, self.val_csv = train_urls, val_urls, val_csv
         self.image_size, self.max_length = image_size, max_length
         self.shuffle_buffer, self.seed = shuffle_buffer, seed
+        self.columns = dict(img_key=img_key, caption_key=caption_key, sep=sep)
 
     def train_dataset(self):
         return WebDatasetImageText(self.train_urls, image_size=self.image_size,
@@ -85,7 +91,7 @@ class WebDatasetData:
 
     def val_dataset(self):
         if self.val_csv is not None:
-            return CsvImageText(self.val_csv, image_size=self.image_size)
+            return CsvImageText(self.val_csv, image_size=self.image_size, **self.columns)
         return WebDatasetImageText(self.val_urls, image_size=self.image_size)
 
     def zero_shot_dataset(self):

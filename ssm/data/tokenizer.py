@@ -27,62 +27,40 @@ def _truncate_utf8(data: bytes, limit: int) -> bytes:
     return data[:cut]
 
 
-class ByteTokenizer:
-    """Bytes 0..255, then ``bos_id = 256``, ``eos_id = 257``, ``pad_id = 258``; ``vocab_size = 259``."""
-
-    bos_id = 256
-    eos_id = 257
-    pad_id = 258
-    vocab_size = 259
-
-    def encode(self, text: str) -> list[int]:
-        """``[BOS] + UTF-8 bytes of text + [EOS]``."""
+def check_batch(texts, max_length, specials: int) -> None:
+    """The checks every tokenizer's ``batch_encode`` makes: a non-empty list of str, and a
+    max_length that holds the ``specials`` (BOS, EOS) a row always keeps."""
+    if isinstance(max_length, bool) or not isinstance(max_length, int):
+        raise TypeError(f"max_length must be an int, got {type(max_length).__name__}")
+    if max_length < max(1, specials):
+        raise ValueError(f"max_length must be >= {max(1, specials)} to hold the special "
+                         f"tokens (BOS, EOS) of every row, got {max_length}")
+    if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+        raise TypeError(f"texts must be a list of str, got {type(texts).__name__}")
+    if len(texts) == 0:
+        raise ValueError("texts must be a non-empty list of str")
+    for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
-        return [self.bos_id, *text.encode("utf-8"), self.eos_id]
+            raise TypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
 
-    def batch_encode(self, texts: list[str], max_length: int) -> tuple[Tensor, Tensor]:
-        """Encode, truncate and right-pad a batch.
 
-        Returns tokens (b, l) long and mask (b, l) bool, True on real tokens (BOS and EOS
-        included), where l = min(max_length, longest encoded text). A text that does not fit
-        keeps its BOS and EOS and loses whole characters from the end, never part of one.
-        """
-        if isinstance(max_length, bool) or not isinstance(max_length, int):
-            raise TypeError(f"max_length must be an int, got {type(max_length).__name__}")
-        if max_length < 2:
-            raise ValueError(f"max_length must be >= 2 to hold BOS and EOS, got {max_length}")
-        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
-            raise TypeError(f"texts must be a list of str, got {type(texts).__name__}")
-        if len(texts) == 0:
-            raise ValueError("texts must be a non-empty list of str")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
+def pad_rows(rows: list[list[int]], length: int, pad_id: int) -> tuple[Tensor, Tensor]:
+    """Right-pad id lists to (b, length): tokens long and mask bool (True on real ids)."""
+    tokens = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.bool)
+    for row, ids in enumerate(rows):
+        tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        mask[row, : len(ids)] = True
+    return tokens, mask
 
-        encoded = [text.encode("utf-8") for text in texts]
-        # The width is fixed by max_length, not by the rows after trimming partial characters,
-        # so a batch of long texts always comes out (b, max_length).
-        length = min(max_length, max(len(data) for data in encoded) + 2)
-        bodies = [_truncate_utf8(data, length - 2) for data in encoded]
-        tokens = torch.full((len(texts), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(texts), length), dtype=torch.bool)
-        for row, body in enumerate(bodies):
-            ids = [self.bos_id, *body, self.eos_id]
-            tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            mask[row, : len(ids)] = True
-        return tokens, mask
 
-    def decode(self, tokens: Tokens, errors: str = "replace") -> str:
-        """Text from token ids (a list of ints or a 1-D integer tensor), dropping BOS/EOS/PAD.
+class Tokenizer:
+    """What the trainer and evaluator use of a tokenizer: ``vocab_size``, ``bos_id``,
+    ``eos_id``, ``pad_id``, ``batch_encode(texts, max_length) -> (tokens, mask)``,
+    ``decode``, and ``export(directory)`` (a config that rebuilds it). Subclasses define
+    ``batch_encode`` and ``decode``; decoding a batch and checking ids are shared."""
 
-        ``errors`` goes to ``bytes.decode``: the default ``"replace"`` turns byte sequences
-        that are not valid UTF-8 (possible in sampled ids, never in ``encode`` output) into
-        U+FFFD; ``"strict"`` raises instead.
-        """
-        ids = self._as_id_list(tokens, "tokens")
-        data = bytes(i for i in ids if i < 256)
-        return data.decode("utf-8", errors=errors)
+    vocab_size: int
 
     def batch_decode(self, tokens: Union[Tensor, Sequence[Sequence[int]]],
                      mask: Optional[Tensor] = None, errors: str = "replace") -> list[str]:
@@ -122,3 +100,49 @@ class ByteTokenizer:
         if bad:
             raise ValueError(f"{name} contains id {bad[0]} outside [0, vocab_size = {self.vocab_size})")
         return ids
+
+
+class ByteTokenizer(Tokenizer):
+    """Bytes 0..255, then ``bos_id = 256``, ``eos_id = 257``, ``pad_id = 258``; ``vocab_size = 259``."""
+
+    bos_id = 256
+    eos_id = 257
+    pad_id = 258
+    vocab_size = 259
+
+    def encode(self, text: str) -> list[int]:
+        """``[BOS] + UTF-8 bytes of text + [EOS]``."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        return [self.bos_id, *text.encode("utf-8"), self.eos_id]
+
+    def batch_encode(self, texts: list[str], max_length: int) -> tuple[Tensor, Tensor]:
+        """Encode, truncate and right-pad a batch.
+
+        Returns tokens (b, l) long and mask (b, l) bool, True on real tokens (BOS and EOS
+        included), where l = min(max_length, longest encoded text). A text that does not fit
+        keeps its BOS and EOS and loses whole characters from the end, never part of one.
+        """
+        check_batch(texts, max_length, specials=2)
+        encoded = [text.encode("utf-8") for text in texts]
+        # The width is fixed by max_length, not by the rows after trimming partial characters,
+        # so a batch of long texts always comes out (b, max_length).
+        length = min(max_length, max(len(data) for data in encoded) + 2)
+        bodies = [_truncate_utf8(data, length - 2) for data in encoded]
+        return pad_rows([[self.bos_id, *body, self.eos_id] for body in bodies], length,
+                        self.pad_id)
+
+    def export(self, directory) -> dict:
+        """What rebuilds this tokenizer (for a model export): nothing to write."""
+        return {"_target_": "ssm.data.ByteTokenizer"}
+
+    def decode(self, tokens: Tokens, errors: str = "replace") -> str:
+        """Text from token ids (a list of ints or a 1-D integer tensor), dropping BOS/EOS/PAD.
+
+        ``errors`` goes to ``bytes.decode``: the default ``"replace"`` turns byte sequences
+        that are not valid UTF-8 (possible in sampled ids, never in ``encode`` output) into
+        U+FFFD; ``"strict"`` raises instead.
+        """
+        ids = self._as_id_list(tokens, "tokens")
+        data = bytes(i for i in ids if i < 256)
+        return data.decode("utf-8", errors=errors)

@@ -1,5 +1,6 @@
 """Evaluate a CLIP model: retrieval, zero-shot classification, the word-order probe (with
-its text-only baseline) and ITM accuracy. Returns the flat keys of results.json."""
+its text-only baseline), ITM accuracy, and for a model with a caption decoder the caption
+metrics of ``ssm.eval.generation``. Returns the flat keys of results.json."""
 from __future__ import annotations
 
 from typing import Optional
@@ -7,6 +8,8 @@ from typing import Optional
 import torch
 from torch.utils.data import DataLoader
 
+from ssm.data import ByteTokenizer
+from ssm.eval.generation import CaptionEvaluation
 from ssm.eval.metrics import (BagOfBytesBaseline, class_embeddings, retrieval_metrics,
                               word_order_accuracy, zero_shot_accuracy)
 
@@ -19,11 +22,15 @@ def _items(dataset, batch_size: int):
 
 
 class Evaluator:
-    """Runs the evaluation sets of one data source through a model, in eval mode."""
+    """Runs the evaluation sets of one data source through a model, in eval mode.
+    ``caption``: the settings of ``CaptionEvaluation`` (``eval.caption``), used when the
+    model has a caption decoder."""
 
-    def __init__(self, tokenizer, max_length: int, device: torch.device, batch_size: int = 250):
+    def __init__(self, tokenizer, max_length: int, device: torch.device, batch_size: int = 250,
+                 caption: Optional[dict] = None):
         self.tokenizer, self.max_length = tokenizer, max_length
         self.device, self.batch_size = device, batch_size
+        self.caption = CaptionEvaluation(**(caption or {}))
 
     def encode_text(self, model, captions: list[str]) -> torch.Tensor:
         tokens, mask = self.tokenizer.batch_encode(captions, self.max_length)
@@ -38,12 +45,17 @@ class Evaluator:
             results = self._paired(model, val_dataset)
             if zero_shot_dataset is not None and zero_shot_templates:
                 results.update(self._zero_shot(model, zero_shot_dataset, zero_shot_templates))
+            if getattr(model, "decoder", None) is not None:
+                results.update(self.caption(
+                    model, _items(val_dataset, self.batch_size), self.tokenizer, self.max_length,
+                    self.device, getattr(val_dataset, "held_out", frozenset()),
+                    getattr(val_dataset, "verbosity", None)))
         finally:
             model.train(was_training)
         return results
 
     def _paired(self, model, dataset) -> dict:
-        image_feats, text_feats, tokens_all, masks = [], [], [], []
+        image_feats, text_feats, captions_all = [], [], []
         probe_pos, probe_neg, probe_rows, probe_negatives = [], [], [], []
         itm_correct, itm_total = 0, 0
         for items in _items(dataset, self.batch_size):
@@ -55,8 +67,7 @@ class Evaluator:
             offset = sum(f.shape[0] for f in image_feats)
             image_feats.append(img)
             text_feats.append(txt)
-            tokens_all.append(tokens)
-            masks.append(mask)
+            captions_all += captions
             # Every negative of the batch in one encoder call; rows[k] is its item.
             rows = [row for row, item in enumerate(items) for _ in item.get("negatives") or []]
             negatives = [neg for item in items for neg in item.get("negatives") or []]
@@ -77,22 +88,21 @@ class Evaluator:
             results["order_acc"] = word_order_accuracy(torch.tensor(probe_pos),
                                                        torch.tensor(probe_neg))
             results["order_acc_text_only"] = self._text_only_probe(
-                image_feats, tokens_all, masks, probe_rows, probe_negatives)
+                image_feats, captions_all, probe_rows, probe_negatives)
             results["order_pairs"] = len(probe_pos)
         if itm_total:
             results["itm_acc"] = itm_correct / itm_total
         return results
 
-    def _text_only_probe(self, image_feats, tokens_all, masks, rows, negatives) -> float:
-        """The same probe scored by a bag-of-bytes text model fitted to these pairs."""
-        length = max(t.shape[1] for t in tokens_all)
-        pad = self.tokenizer.pad_id
-        tokens = torch.cat([torch.nn.functional.pad(t, (0, length - t.shape[1]), value=pad)
-                            for t in tokens_all])
-        mask = torch.cat([torch.nn.functional.pad(m, (0, length - m.shape[1])) for m in masks])
+    def _text_only_probe(self, image_feats, captions, rows, negatives) -> float:
+        """The same probe scored by a bag-of-bytes text model fitted to these pairs. It reads
+        the captions' bytes whatever the model's tokenizer is: its chance level is a
+        property of the captions, not of the tokenizer."""
+        byte_tokens = ByteTokenizer()
+        tokens, mask = byte_tokens.batch_encode(captions, self.max_length)
         baseline = BagOfBytesBaseline().fit(image_feats, tokens, mask)
         rows = torch.tensor(rows)
-        neg_tokens, neg_mask = self.tokenizer.batch_encode(negatives, self.max_length)
+        neg_tokens, neg_mask = byte_tokens.batch_encode(negatives, self.max_length)
         positive = baseline.score(image_feats[rows], tokens[rows], mask[rows])
         negative = baseline.score(image_feats[rows], neg_tokens, neg_mask)
         return word_order_accuracy(positive, negative)

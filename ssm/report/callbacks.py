@@ -1,7 +1,8 @@
 """Hydra callbacks that keep a sweep's report up to date.
 
 Attach with ``hydra.callbacks.<name>._target_: ssm.report.callbacks.ComparisonReport``
-(the compare_encoders presets do) or ``ssm.report.callbacks.ScalingReport`` (long_captions).
+(the compare_encoders presets do; ``report: decoders`` for compare_decoders) or
+``ssm.report.callbacks.ScalingReport`` (long_captions).
 After every job the callback records how the job ended (``job_status.json``) and rewrites
 the report, so a sweep that dies halfway still leaves a report that names its failed and
 missing runs; ``on_multirun_end`` writes the final one.
@@ -16,11 +17,14 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ssm.report.comparison import write_comparison_report
-from ssm.report.runs import write_job_status
+from ssm.report.comparison import ENCODERS, write_comparison_report
+from ssm.report.decoders import DECODERS, measure_generation
+from ssm.report.runs import collect_runs, write_job_status
 from ssm.report.scaling import linear_verdict, write_report
 
 log = logging.getLogger(__name__)
+
+REPORTS = {"encoders": ENCODERS, "decoders": DECODERS}
 
 
 def job_error(job_return: JobReturn) -> str:
@@ -64,13 +68,31 @@ class SweepReportCallback(Callback):
 
 
 class ComparisonReport(SweepReportCallback):
-    """Writes comparison.md/.csv and plots into the sweep dir (see ssm.report.comparison)."""
+    """Writes comparison.md/.csv and plots into the sweep dir (see ssm.report.comparison).
+    report: "encoders" (text encoders) or "decoders" (caption decoders, ssm.report.decoders);
+    group_by: the Hydra choice or config key compared (default: the report's).
+    generation (decoders only): {lengths, batch_sizes, repeats}: when the sweep ends, time
+    each decoder's generation first (``ssm.report.decoders.measure_generation``)."""
 
-    def __init__(self, group_by: str = "model/text_encoder"):
-        self.group_by = group_by
+    def __init__(self, group_by: str | None = None, report: str = "encoders",
+                 generation: dict | None = None):
+        if report not in REPORTS:
+            raise ValueError(f"report must be one of {sorted(REPORTS)}, got {report!r}")
+        if generation and report != "decoders":
+            raise ValueError("generation timing belongs to report=decoders")
+        self.group_by, self.spec, self.generation = group_by, REPORTS[report], generation
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        if config.hydra.mode == RunMode.MULTIRUN and self.generation:
+            sweep_dir = Path(config.hydra.sweep.dir)
+            try:
+                measure_generation(collect_runs([sweep_dir]), sweep_dir, **self.generation)
+            except Exception as exc:  # noqa: BLE001 (the report still names what ran)
+                log.warning("could not time generation: %s", exc)
+        super().on_multirun_end(config, **kwargs)
 
     def write_report(self, sweep_dir: Path) -> Path:
-        path = write_comparison_report([sweep_dir], sweep_dir, self.group_by)
+        path = write_comparison_report([sweep_dir], sweep_dir, self.group_by, self.spec)
         log.info("comparison report: %s", path)
         return path
 

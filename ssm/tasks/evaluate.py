@@ -4,13 +4,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-from omegaconf import OmegaConf
-
-from ssm.data import ByteTokenizer
 from ssm.eval.evaluate import Evaluator
-from ssm.tasks.build import build, build_model
-from ssm.train.checkpoint import load_checkpoint
+from ssm.tasks.build import RunModel, build, model_from_checkpoint, resolve_device
+
+
+def load_run(checkpoint: Path, device: str = "auto"):
+    """(run, data source, device) of the training run that wrote ``checkpoint``: the run
+    (``RunModel``: config, tokenizer, model in eval mode, now on the device) rebuilt from
+    its .hydra/config.yaml, and its data source."""
+    run: RunModel = model_from_checkpoint(Path(checkpoint))
+    target = resolve_device(device)
+    run.model = run.model.to(target).eval()
+    return run, build(run.cfg.data), target
 
 
 def evaluate_checkpoint(checkpoint: Path, device: str = "auto", batch_size: int = 250,
@@ -18,19 +23,11 @@ def evaluate_checkpoint(checkpoint: Path, device: str = "auto", batch_size: int 
     """Rebuild a run's model from its .hydra/config.yaml, load ``checkpoint`` and evaluate
     it on the run's data. Writes eval_<checkpoint stem>.json in the run dir (or ``output``)."""
     checkpoint = Path(checkpoint)
-    run_dir = checkpoint.resolve().parent.parent
-    config_path = run_dir / ".hydra" / "config.yaml"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{checkpoint} is not inside a training run: no {config_path}")
-    cfg = OmegaConf.load(config_path)
-    target = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if device == "auto" else device))
-    data = build(cfg.data)
-    model = build_model(cfg, build(cfg.loss))
-    model.load_state_dict(load_checkpoint(checkpoint)["model"])
-    model.to(target)
-    results = Evaluator(ByteTokenizer(), data.max_length, target, batch_size)(
-        model, data.val_dataset(), data.zero_shot_dataset(), data.zero_shot_templates)
-    path = output or run_dir / f"eval_{checkpoint.stem}.json"
+    run, data, target = load_run(checkpoint, device)
+    evaluator = Evaluator(run.tokenizer, data.max_length, target, batch_size,
+                          run.cfg.get("eval", {}).get("caption"))
+    results = evaluator(run.model, data.val_dataset(), data.zero_shot_dataset(),
+                        data.zero_shot_templates)
+    path = output or run.run_dir / f"eval_{checkpoint.stem}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     return results, path

@@ -1,32 +1,40 @@
 """The task behind ``experiments/train.py``: config in, a run directory with results.json out.
 
-Tests call ``train(cfg, run_dir)`` directly with a composed, shrunk config.
+Tests call ``train(cfg, run_dir)`` directly with a composed, shrunk config. Whether a start
+may begin or continue the run in ``run_dir`` is ``ssm.tasks.run_dir``'s decision; this module
+then checks everything the run will need before step 1 (data, evaluation set, checkpoint
+dir, the model on a real batch), and only then writes the start into the run's record,
+trains, evaluates and writes the results. The run's text log goes to ``train.log``.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from kernels.common.machine import device_name
-from ssm.data import ByteTokenizer
 from ssm.data.files import BadSampleTracker, collate_image_text
 from ssm.encoders import parameter_count
 from ssm.eval.evaluate import Evaluator
-from ssm.tasks.build import build, build_model
-from ssm.train.checkpoint import load_checkpoint
+from ssm.tasks.build import build, build_model, build_tokenizer, check_vocabulary
+from ssm.tasks.run_dir import (CHECKPOINTS, HydraStart, RunStart, accept, open_run, record_event,
+                               write_text_atomic)
+from ssm.train.checkpoint import CheckpointError, load_checkpoint
 from ssm.train.distributed import (DistInfo, barrier, broadcast_object, init_distributed,
                                    shutdown_distributed)
-from ssm.train.loggers import JsonlWriter, NullLogger
+from ssm.train.loggers import JsonlWriter, NullLogger, RunLog
 from ssm.train.loop import Trainer
 from ssm.train.memory import PeakMemory
 from ssm.train.sampling import StepBatchSampler
+from ssm.train.warm_start import warm_start
 
 log = logging.getLogger(__name__)
 
@@ -63,93 +71,219 @@ def repeat_passes(loader):
 
 def _shared_run_dir(run_dir: Path, dist: DistInfo) -> Path:
     """Every rank writes to rank 0's run dir. Hydra made one per process, with different
-    time stamps; the other ranks' own (empty but for .hydra) dirs are removed."""
+    time stamps; the other ranks' own (empty but for train.log) dirs are removed."""
     shared = Path(broadcast_object(str(run_dir), dist))
     if shared != run_dir and run_dir.exists():
         shutil.rmtree(run_dir, ignore_errors=True)
     return shared
 
 
+def _device_type(device: str) -> str:
+    """'cuda' or 'cpu', as TrainerSettings.resolve_device would resolve ``device``."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device).type
+
+
 def train(cfg: DictConfig, run_dir: Path, group=None) -> dict:
-    """Train, evaluate, write metrics.jsonl, checkpoints/ and results.json; return results."""
-    settings = build(cfg.trainer)
-    device = settings.resolve_device()
-    dist = init_distributed(device.type)
+    """Train, evaluate, write metrics.jsonl, checkpoints/ and results.json; return results.
+
+    ``resume=true`` continues the run in ``run_dir`` with the config it started with; see
+    ``ssm.tasks.run_dir`` for what a resume may change and what refuses a start."""
+    group_device = _device_type(cfg.trainer.get("device", "auto"))
+    dist = init_distributed(group_device)
     try:
-        return _train(cfg, Path(run_dir), settings, device, dist, group)
+        run_dir = _shared_run_dir(Path(run_dir), dist)
+        start = _open(run_dir, cfg, dist)
+        # A resume's log lines reach train.log only once the resume is accepted.
+        with RunLog(run_dir / "train.log", enabled=dist.is_main, held=start.resumed) as run_log:
+            return _train(start, dist, group, run_log, group_device)
     finally:
         shutdown_distributed()
 
 
-def _train(cfg, run_dir, settings, device, dist, group) -> dict:
-    run_dir = _shared_run_dir(run_dir, dist)
+def _open(run_dir: Path, cfg: DictConfig, dist: DistInfo) -> RunStart:
+    """Rank 0 decides how this start goes; every rank gets its decision, or its refusal."""
+    decision = None
     if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            decision = open_run(run_dir, cfg, HydraStart.current())
+        except Exception as exc:  # noqa: BLE001 (every rank raises it, below)
+            decision = exc
+    shared = broadcast_object(decision.without_state() if isinstance(decision, RunStart)
+                              else decision, dist)
+    if dist.is_main:
+        shared = decision  # rank 0 keeps the checkpoint it already loaded
+    if isinstance(shared, BaseException):
+        raise shared
+    if shared.state is None and shared.checkpoint is not None:
+        shared.state = load_checkpoint(shared.checkpoint)
+    return shared
+
+
+def _train(start: RunStart, dist: DistInfo, group, run_log: RunLog, group_device: str) -> dict:
+    cfg, run_dir = start.cfg, start.run_dir
+    settings = build(cfg.trainer)
+    device = settings.resolve_device()
+    if dist.enabled and device.type != group_device:
+        # The process group was set up from the command line, before the run's config was read.
+        raise ValueError(f"the run trains on trainer.device={settings.device}, but the process "
+                         f"group was set up for {group_device}: pass trainer.device="
+                         f"{settings.device} on the command line")
     torch.manual_seed(cfg.seed)
     data = build(cfg.data)
-    tokenizer = ByteTokenizer()
+    tokenizer = build_tokenizer(cfg)
     objective = build(cfg.loss)
     model = build_model(cfg, objective).to(device)
+    check_vocabulary(tokenizer, model.text_encoder)
+    start_facts = warm_start(model, cfg.get("init_from"), cfg.get("freeze"))  # before the optimiser
     optimizer, scheduler = build(cfg.optim).build(model, settings.max_steps)
     metrics = JsonlWriter(run_dir / "metrics.jsonl")
     logger = build(cfg.logger) if dist.is_main else NullLogger()
     bad = BadSampleTracker(max_bad_fraction=settings.max_bad_fraction)
 
-    start_step, state = 0, None
-    checkpoint = run_dir / "checkpoints" / "last.pt"
-    if cfg.resume:
-        if not checkpoint.exists():
-            raise FileNotFoundError(f"resume=true but {checkpoint} does not exist; point "
-                                    "hydra.run.dir at the run to continue")
-        state = load_checkpoint(checkpoint)
-        start_step = state["step"]
-    elif dist.is_main and checkpoint.exists():
-        raise FileExistsError(f"{run_dir} already holds a run; pass resume=true to continue it "
-                              "or choose another hydra.run.dir")
-    barrier(dist)
-
+    # -- before step 1: everything the run will need ---------------------------------------
+    # Rank 0 alone evaluates, so it alone reads the evaluation sets.
+    evaluating = cfg.eval.get("enabled", True)
+    val_set, zero_shot = (_on_main(dist, lambda: _evaluation_sets(data)) if evaluating
+                          else None) or (None, None)
+    evaluating = evaluating and dist.is_main
     batches = _batches(data.train_dataset(), settings, dist, cfg.seed,
-                       start_step * settings.grad_accum, tokenizer, data.max_length)
+                       start.step * settings.grad_accum, tokenizer, data.max_length)
     trainer = Trainer(model, objective, optimizer, scheduler, settings, batches, run_dir, dist,
                       device, metrics, logger, bad, cfg.seed)
-    if state is not None:
-        trainer.restore(state)
-        if dist.is_main:
-            dropped = metrics.truncate_after(start_step)
-            log.info("resumed at step %d (dropped %d later metric lines)", start_step, dropped)
-    evaluator = Evaluator(tokenizer, data.max_length, device, cfg.eval.batch_size)
+    if start.state is not None:
+        try:
+            trainer.restore(start.state)
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{start.checkpoint} does not fit the run's model and "
+                                  f"trainer: {type(exc).__name__}: {exc}") from exc
+    trainer.dry_run()
+
+    def record_start():
+        _check_writable(run_dir / CHECKPOINTS)
+        notes = accept(start)  # from here on, this start is part of the run's record
+        run_log.accept()
+        _log_start(start, notes, model, device)
+    _on_main(dist, record_start)
+
+    evaluator = Evaluator(tokenizer, data.max_length, device, cfg.eval.batch_size,
+                          cfg.eval.get("caption"))
 
     def evaluate(step=None):
-        results = evaluator(model, data.val_dataset(), data.zero_shot_dataset(),
-                            data.zero_shot_templates)
-        if step is not None and dist.is_main:
+        results = evaluator(model, val_set, zero_shot, data.zero_shot_templates)
+        if step is not None:
             metrics.log({"step": step, **{f"eval/{k}": v for k, v in results.items()}})
+            log.info("evaluation at step %d: %s", step, _summary(results))
         return results
 
-    evaluating = cfg.eval.get("enabled", True)
-    if dist.is_main:
-        logger.start(OmegaConf.to_container(cfg, resolve=True), run_dir, group)
     started = time.perf_counter()
     try:
+        if dist.is_main:
+            logger.start(OmegaConf.to_container(cfg, resolve=True), run_dir, group)
         with PeakMemory(device) as peak:
-            trainer.fit(on_eval=(lambda step: evaluate(step))
-                        if dist.is_main and evaluating else None)
+            trainer.fit(on_eval=evaluate if evaluating else None)
         results = {}
         if dist.is_main:
             results = evaluate() if evaluating else {}
-            results.update(_run_facts(cfg, model, trainer, bad, started, peak, device))
-            (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+            results.update(_run_facts(cfg, start.choices, model, trainer, bad, started, peak,
+                                      device))
+            results.update(start_facts)
+            write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
             logger.log({f"final/{k}": v for k, v in results.items()
                         if isinstance(v, (int, float))}, step=trainer.step)
+            _log_end(run_dir, results, bad)
+            record_event(run_dir, "finish", step=trainer.step, results="results.json")
         barrier(dist)
         return results
+    except BaseException as exc:
+        if dist.is_main:
+            log.error("stopped at step %d: %s: %s", trainer.step, type(exc).__name__, exc)
+            record_event(run_dir, "stopped", step=trainer.step,
+                         error=f"{type(exc).__name__}: {exc}")
+        raise
     finally:
         logger.finish()
 
 
-def _run_facts(cfg, model, trainer, bad, started, peak, device) -> dict:
-    from hydra.core.hydra_config import HydraConfig
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+def _on_main(dist: DistInfo, work):
+    """``work()`` on rank 0 alone; what it raises is raised on every rank (none is left
+    waiting for rank 0), and what it returns is returned on rank 0 (None elsewhere)."""
+    value, problem = None, None
+    if dist.is_main:
+        try:
+            value = work()
+        except Exception as exc:  # noqa: BLE001 (re-raised on every rank, below)
+            problem = exc
+    problem = broadcast_object(problem, dist)
+    if problem is not None:
+        raise problem
+    return value
+
+
+def _evaluation_sets(data) -> tuple:
+    """(validation set, zero-shot set or None), the validation set checked readable."""
+    val_set = data.val_dataset()  # a missing file raises here, not after training
+    _check_eval_set(val_set)
+    return val_set, data.zero_shot_dataset()
+
+
+def _check_eval_set(dataset, limit: int = 64) -> None:
+    """The evaluation set is there and readable: one of its first ``limit`` samples loads."""
+    if isinstance(dataset, IterableDataset):
+        items = itertools.islice(iter(dataset), limit)
+    else:
+        items = (dataset[i] for i in range(min(limit, len(dataset))))
+    if not any(item is not None for item in items):
+        raise ValueError(f"the evaluation set ({type(dataset).__name__}) is empty or none of "
+                         f"its first {limit} samples loads; see the warnings above")
+
+
+def _check_writable(folder: Path) -> None:
+    """Checkpoints can be written into ``folder``: made, and a probe file written and removed,
+    now rather than at the first save. (The probe's name is one that the next start clears
+    as a checkpoint temporary file, should a kill leave it.)"""
+    probe = folder / f".write-check.tmp-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OSError(f"cannot write checkpoints into {folder}: {exc}") from exc
+
+
+def _summary(results: dict) -> str:
+    keys = ("t2i_r1", "t2i_r5", "i2t_r1", "i2t_r5", "order_acc", "zeroshot_acc")
+    return ", ".join(f"{k} {results[k]:.3f}" for k in keys if isinstance(results.get(k), float))
+
+
+def _log_start(start: RunStart, notes, model, device) -> None:
+    if start.resumed:
+        where = (f"from {start.checkpoint.relative_to(start.run_dir)}" if start.checkpoint
+                 else "from step 0 (the run was stopped before its first checkpoint)")
+        log.info("resuming the run in %s at step %d %s", start.run_dir, start.step, where)
+    else:
+        log.info("new run in %s", start.run_dir)
+    for key, (old, new) in start.changes.items():
+        log.info("changed on resume: %s %s -> %s", key, old, new)
+    for level, message in notes:
+        getattr(log, level)(message)
+    log.info("%d parameters (text %d, image %d) on %s", parameter_count(model),
+             parameter_count(model.text_encoder), parameter_count(model.image_encoder),
+             device_name(device))
+
+
+def _log_end(run_dir: Path, results: dict, bad: BadSampleTracker) -> None:
+    if bad.bad:
+        log.warning("bad samples: %d of %d skipped (%.2f%%)", bad.bad, bad.seen,
+                    100 * bad.fraction)
+    else:
+        log.info("bad samples: none of %d", bad.seen)
+    log.info("finished at step %d: %s; results in %s", results["steps"],
+             _summary(results) or "no evaluation", run_dir / "results.json")
+
+
+def _run_facts(cfg, choices, model, trainer, bad, started, peak, device) -> dict:
     return {
         "text_encoder": choices.get("model/text_encoder", type(model.text_encoder).__name__),
         "image_encoder": choices.get("model/image_encoder", type(model.image_encoder).__name__),
@@ -164,6 +298,7 @@ def _run_facts(cfg, model, trainer, bad, started, peak, device) -> dict:
         "params_text": parameter_count(model.text_encoder),
         "params_image": parameter_count(model.image_encoder),
         "params_total": parameter_count(model),
+        **({"decoder": choices.get("model/decoder", type(model.decoder).__name__),
+            "params_decoder": parameter_count(model.decoder)} if model.decoder is not None else {}),
         "bad_samples": bad.bad,
     }
-

@@ -1,11 +1,14 @@
 """The training loop: one optimizer step = grad_accum micro-batches of the global batch.
 
-Rank 0 alone writes metrics.jsonl, checkpoints and logs. A NaN or Inf loss stops the run
-with the step named, after saving the last good state.
+Rank 0 alone writes metrics.jsonl, checkpoints and logs; every logged step is also a line
+of the run's text log (train.log). A NaN or Inf loss stops the run with the step named,
+after saving the last good state.
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
+import logging
 import statistics
 import time
 from dataclasses import dataclass
@@ -15,8 +18,11 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ssm.train.checkpoint import rng_state, save_checkpoint, set_rng_state
+from ssm.data.files import TooManyBadSamples
+from ssm.train.checkpoint import numbered_name, rng_state, save_checkpoint, set_rng_state
 from ssm.train.distributed import DistInfo, mean_across_ranks
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -84,10 +90,12 @@ class Trainer:
         self.optimizer, self.scheduler, self.settings = optimizer, scheduler, settings
         self.batches, self.run_dir, self.dist, self.device = batches, Path(run_dir), dist_info, device
         self.metrics, self.logger, self.bad_tracker = metrics_writer, logger, bad_tracker
-        self.step_module = TrainStep(model, objective)
+        self.step_module = self._train_step = TrainStep(model, objective)
         if dist_info.enabled:
+            # A captioning-only objective leaves the text tower without gradients.
             self.step_module = DistributedDataParallel(
-                self.step_module, device_ids=[device.index] if device.type == "cuda" else None)
+                self.step_module, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=not getattr(objective, "uses_text_tower", True))
         self.autocast_dtype = PRECISIONS[settings.precision]
         self.scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
         # Hard-negative sampling draws from its own generator, so resuming restores it.
@@ -116,12 +124,12 @@ class Trainer:
                 "bad_samples": self.bad_tracker.state_dict()}
 
     def save(self, also_numbered: bool = False) -> None:
+        """last.pt, and step_N.pt too when ``also_numbered``: one write, the numbered name
+        put in place first, so a kill between the two leaves the newer state on disk."""
         if not self.dist.is_main:
             return
-        state = self.state()
-        save_checkpoint(state, self.checkpoint_path)
-        if also_numbered:
-            save_checkpoint(state, self.checkpoint_path.with_name(f"step_{self.step:07d}.pt"))
+        numbered = self.checkpoint_path.with_name(numbered_name(self.step))
+        save_checkpoint(self.state(), self.checkpoint_path, also=[numbered] if also_numbered else [])
 
     def restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -136,10 +144,52 @@ class Trainer:
         self.bad_tracker.load_state_dict(state["bad_samples"])
 
     # -- the loop --------------------------------------------------------------------------
+    def dry_run(self, max_batches: int = 100) -> None:
+        """The first usable micro-batch through model and loss, without an update, so that a
+        model, data or device problem shows before step 1. The batch goes back in the queue,
+        and parameters, buffers and every RNG are left as they were: training is the same as
+        without this call."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        buffers = {name: b.detach().clone() for name, b in self._train_step.named_buffers()}
+        held = []
+        with torch.random.fork_rng(devices=devices):
+            for _ in range(max_batches):  # all-bad batches come out empty
+                held.append(next(self.batches))
+                if held[-1]["images"].shape[0] >= 2:
+                    break
+            else:
+                bad = sum(b["n_bad"] for b in held)
+                raise TooManyBadSamples(
+                    f"the first {max_batches} micro-batches held fewer than 2 usable samples "
+                    f"each ({bad} of {bad + sum(b['images'].shape[0] for b in held)} samples "
+                    "were bad): check the dataset's files")
+            batch = held[-1]
+            with torch.no_grad(), torch.autocast(self.device.type, dtype=self.autocast_dtype,
+                                                 enabled=self.autocast_dtype is not None):
+                self._train_step(batch["images"].to(self.device), batch["tokens"].to(self.device),
+                                 batch["mask"].to(self.device),
+                                 generator=torch.Generator().manual_seed(0))
+        for name, buffer in self._train_step.named_buffers():
+            buffer.copy_(buffers[name])
+        self.batches = itertools.chain(held, self.batches)
+
     def fit(self, on_eval=None) -> None:
         """Train to settings.max_steps; ``on_eval(step)`` runs every eval_every steps."""
-        s = self.settings
         progress = self._progress_bar()
+        # Log lines print above the progress bar instead of through it.
+        redirect = contextlib.nullcontext()
+        if progress is not None:
+            from tqdm.contrib.logging import logging_redirect_tqdm
+            redirect = logging_redirect_tqdm()
+        try:
+            with redirect:
+                self._fit(progress, on_eval)
+        finally:
+            if progress is not None:
+                progress.close()
+
+    def _fit(self, progress, on_eval) -> None:
+        s = self.settings
         window_start, window_samples = time.perf_counter(), 0
         while self.step < s.max_steps:
             start = time.perf_counter()
@@ -162,16 +212,17 @@ class Trainer:
                 self._log(record)
                 if progress is not None:
                     progress.set_postfix(loss=f"{loss:.4f}", lr=f"{record['lr']:.2e}",
-                                         samples_s=f"{record['samples_per_s']:.0f}")
+                                         samples_s=f"{record['samples_per_s']:.0f}",
+                                         bad=self.bad_tracker.bad)
                 window_start, window_samples = time.perf_counter(), 0
             if progress is not None:
                 progress.update(1)
-            if self.step % s.checkpoint_every == 0 or self.step == s.max_steps:
-                self.save(also_numbered=self.step % s.checkpoint_every == 0)
+            # Evaluate before saving: a checkpoint at step k then implies its evaluation
+            # line is in metrics.jsonl, so a resume from k neither loses nor repeats it.
             if on_eval is not None and s.eval_every and self.step % s.eval_every == 0:
                 on_eval(self.step)
-        if progress is not None:
-            progress.close()
+            if self.step % s.checkpoint_every == 0 or self.step == s.max_steps:
+                self.save(also_numbered=self.step % s.checkpoint_every == 0)
 
     def step_timing(self) -> dict:
         """Median, min and max wall time (ms) of this process's optimizer steps after the
@@ -243,6 +294,9 @@ class Trainer:
             return
         self.metrics.log(record)
         self.logger.log(record, step=self.step)
+        log.info("step %d/%d  loss %.4f  lr %.3g  %.0f samples/s  bad samples %d",
+                 record["step"], self.settings.max_steps, record["loss"], record["lr"],
+                 record["samples_per_s"], record["bad_samples"])
 
     def _progress_bar(self):
         if not (self.settings.progress and self.dist.is_main):

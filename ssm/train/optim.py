@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import nn
@@ -25,6 +26,9 @@ class OptimizerSpec:
     eps: float = 1e-6
     warmup_steps: int = 50
     min_lr_ratio: float = 0.1
+    # The cosine's length in steps; None: trainer.max_steps. A resumed run extended with a
+    # larger trainer.max_steps keeps the length it started with (then holds the floor).
+    schedule_steps: Optional[int] = None
 
     def __post_init__(self):
         if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
@@ -33,8 +37,14 @@ class OptimizerSpec:
                              f"warmup_steps={self.warmup_steps}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"optim.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+        steps = self.schedule_steps
+        if steps is not None and not (type(steps) is int and steps >= 1):
+            raise ValueError(f"optim.schedule_steps must be null or an int >= 1, got "
+                             f"{self.schedule_steps!r}")
 
     def build(self, model: nn.Module, max_steps: int):
+        """AdamW over ``model``'s parameters and a warmup-then-cosine schedule over
+        ``schedule_steps`` (``max_steps`` when that is None), flat at the floor after it."""
         decay, keep = [], []
         for name, param in model.named_parameters():
             if param.requires_grad:
@@ -43,7 +53,8 @@ class OptimizerSpec:
             [{"params": decay, "weight_decay": self.weight_decay},
              {"params": keep, "weight_decay": 0.0}],
             lr=self.lr, betas=tuple(self.betas), eps=self.eps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor(max_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, self._lr_factor(self.schedule_steps or max_steps))
         return optimizer, scheduler
 
     def _lr_factor(self, max_steps: int):

@@ -7,10 +7,13 @@ from hydra import compose, initialize_config_dir
 
 from experiments.bench_kernels import bench, resolve_device
 from kernels.bench import roofline
-from kernels.bench.kernel_bench import BenchShape, expand_shapes, read_csv, run_benchmark, write_csv
+from kernels.bench.kernel_bench import (BenchShape, CsvAppender, candidate_variants,
+                                        check_settings, expand_shapes, parse_variant, read_csv,
+                                        run_benchmark, run_decode_benchmark, variant_name,
+                                        write_csv)
 from kernels.bench.plots import mode_filename, plot_csv
 from kernels.common.machine import device_name
-from run_config import CONF
+from run_config import CONF, ROOT as ROOT_DIR
 
 TINY = ["shapes=[{b: 1, d: 4, l: 16, n: 4, dtype: float32, z: true}]", "cpu_min_run_time=0.01"]
 
@@ -105,9 +108,10 @@ def test_gpu_quick_preset_composes():
     assert cfg.device == "cuda" and cfg.check.enabled
     assert {"b": 8, "d": 1536, "l": 2048, "n": 16, "dtype": "bfloat16", "z": True} in cfg.shapes
     assert "triton" in cfg.backends and "mamba_cuda" in cfg.backends
+    assert cfg.variants and cfg.check.variants and cfg.decode_shapes
     shapes = expand_shapes(cfg.shapes, cfg.sweeps)
     swept = sorted(s["l"] for s in shapes if (s["b"], s["d"], s["dtype"]) == (8, 1536, "bfloat16"))
-    assert swept == [256, 512, 1024, 2048, 4096]
+    assert swept == [256, 512, 1024, 2048, 4096, 8192]
     # The Python-loop reference's backward grows as l * elements: keep it to short rows.
     with_ref = [s for s in shapes if s["b"] * s["d"] * s["l"] * s["n"] <= cfg.reference_max_elements]
     assert with_ref and max(s["l"] for s in with_ref) <= 512
@@ -154,3 +158,59 @@ def test_memory_floor_counts_every_byte():
     # backward: inputs and g_out read again, one gradient per input written
     assert roofline.scan_bytes(inputs, out, "fwd+bwd") == fwd + (144 + 60) + 144
     assert roofline.scan_exps(2, 3, 5, 4, "fwd+bwd") == 2 * 120
+
+
+def test_variant_backends_round_trip():
+    names = candidate_variants()
+    assert len(names) == len(set(names)) >= 2
+    for name in names:
+        forward, backward = parse_variant(name)
+        assert variant_name(forward, backward) == name and backward.block_l == forward.block_l
+    check_settings(["triton", *names], ["fwd"])
+    with pytest.raises(ValueError, match="expected triton@"):
+        check_settings(["triton@D4-N1"], ["fwd"])
+
+
+def test_rows_reach_the_csv_as_they_are_measured(tmp_path):
+    path = tmp_path / "kernel_bench.csv"
+    append = CsvAppender(path)
+    seen = []
+
+    def on_row(row):
+        append(row)
+        seen.append(row)
+        with open(path) as f:  # already on disk, before the next row is timed
+            assert len(list(csv.DictReader(f))) == len(seen)
+
+    shapes = [{"b": 1, "d": 4, "l": 8, "n": 4}, {"b": 1, "d": 4, "l": 16, "n": 4}]
+    rows = run_benchmark(shapes, ["reference", candidate_variants()[0]], ["fwd"],
+                         resolve_device("cpu"), 10_000, cpu_min_run_time=0.01, on_row=on_row)
+    assert len(rows) == len(seen) == 4
+    assert rows[1]["skipped"] == "not available here"  # a variant needs CUDA
+    back = read_csv(path)
+    assert [r["l"] for r in back] == [8, 8, 16, 16] and back[0]["median_ms"] > 0
+
+
+def test_decode_rows_say_why_they_are_missing_without_cuda():
+    rows = run_decode_benchmark([{"b": 1, "d": 4, "n": 4, "dtype": "float32"}],
+                                resolve_device("cpu"))
+    assert [r["backend"] for r in rows] == ["triton", "mamba_triton"]
+    assert all(r["skipped"] == "not available here" and r["mode"] == "decode" for r in rows)
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch and mamba-ssm
+def test_mamba_ops_import_without_transformers():
+    """The GPU machine has mamba-ssm's sources but not transformers, which its package
+    __init__ imports: the peers still reach its ops."""
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['transformers'] = None\n"
+            "from kernels.bench import peers\n"
+            "assert peers.mamba_selective_scan_ref() is not None\n"
+            "assert peers.mamba_selective_state_update() is not None\n"
+            "print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=str(ROOT_DIR))
+    if "No module named 'mamba_ssm'" in done.stderr:
+        pytest.skip("mamba-ssm not installed")
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

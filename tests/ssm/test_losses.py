@@ -75,6 +75,18 @@ def test_lm_hand_computed():
     assert lm_loss(logits, tokens, mask).item() == pytest.approx(sum(terms) / 3, rel=1e-12)
 
 
+def test_lm_label_smoothing_hand_computed():
+    """(1 - eps) * CE(target) + eps * mean over the vocabulary of -log p (BLIP: eps = 0.1)."""
+    logits = torch.tensor([[[1.0, 2.0, 0.0], [0.0, 0.0, 0.0]]], dtype=F64)
+    tokens, mask = torch.tensor([[0, 1]]), torch.ones(1, 2, dtype=torch.bool)
+    logp = logits[0, 0].log_softmax(-1)
+    expected = 0.9 * -logp[1] + 0.1 * -logp.mean()
+    assert lm_loss(logits, tokens, mask, label_smoothing=0.1).item() == pytest.approx(
+        expected.item(), rel=1e-12)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        lm_loss(logits, tokens, mask, label_smoothing=1.0)
+
+
 def test_lm_no_counted_targets_is_zero_with_graph():
     logits = torch.randn(2, 1, 5, requires_grad=True)
     loss = lm_loss(logits, torch.zeros(2, 1, dtype=torch.long), torch.ones(2, 1, dtype=torch.bool))

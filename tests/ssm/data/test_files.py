@@ -4,6 +4,7 @@ Fixtures are real files written into tmp_path: PNG/JPEG through Pillow, shards t
 """
 import functools
 import io
+import logging
 import os
 import tarfile
 
@@ -258,6 +259,23 @@ def test_csv_structure_and_args_checked_at_construction(tmp_path, csv_data):
     comma = tmp_path / "comma.csv"
     comma.write_text("filepath,title\n" + str(tmp_path / "data/img/a.png") + ",a red cube\n")
     assert CsvImageText(comma, image_size=S, sep=",")[0]["caption"] == "a red cube"
+    with pytest.raises(ValueError, match="caption_key"):
+        CsvImageText(comma, sep=",", caption_key="")
+
+
+def test_csv_caption_that_is_not_utf8_is_a_bad_sample_named_by_line(csv_data, caplog):
+    csv_path, good = csv_data
+    lines = csv_path.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].replace("Würfel".encode(), b"W\xfcrfel")  # Latin-1, not UTF-8
+    csv_path.write_bytes(b"".join(lines))
+    with caplog.at_level(logging.WARNING, logger="ssm.data.files"):
+        dataset = CsvImageText(csv_path, image_size=S)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{csv_path} line 3: caption is not valid UTF-8 (byte 0xfc at byte 6: invalid start "
+        "byte); the sample is skipped and counted"]
+    items = [dataset[i] for i in range(len(dataset))]
+    assert [item is None for item in items] == [False, True, False, True, True, True]
+    assert collate_image_text(items, ByteTokenizer(), max_length=32)["n_bad"] == 4
 
 
 # --- WebDataset ----------------------------------------------------------------------------
@@ -341,9 +359,9 @@ def test_webdataset_brace_urls_and_bad_args(shards, tmp_path):
         WebDatasetImageText(shards, rank=0, world_size=5)
     with pytest.raises(ValueError, match="shuffle_buffer"):
         WebDatasetImageText(shards, shuffle_buffer=-1)
-    # A missing shard is a broken job, not a bad sample.
-    with pytest.raises(FileNotFoundError):
-        list(WebDatasetImageText([str(tmp_path / "no-such-shard.tar")]))
+    # A missing shard is a broken job, not a bad sample: named when the dataset is made.
+    with pytest.raises(FileNotFoundError, match="no-such-shard.tar"):
+        WebDatasetImageText(shards + [str(tmp_path / "no-such-shard.tar")])
 
 
 # --- accounting ----------------------------------------------------------------------------
@@ -371,6 +389,15 @@ def test_tracker_raises_only_past_threshold_after_min_seen():
 def test_tracker_rejects_bad_args(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         BadSampleTracker(**kwargs)
+
+
+def test_tracker_reports_skips_as_they_happen_when_the_count_doubles(caplog):
+    tracker = BadSampleTracker(max_bad_fraction=0.5, min_seen=1000)
+    with caplog.at_level(logging.WARNING, logger="ssm.data.files"):
+        for _ in range(10):
+            tracker.update(n_good=7, n_bad=1)
+    counts = [int(r.getMessage().split(": ")[1].split(" ")[0]) for r in caplog.records]
+    assert counts == [1, 2, 4, 8]  # 10 skips, 4 lines
 
 
 def test_tracker_rejects_negative_counts():

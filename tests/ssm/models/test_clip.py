@@ -69,12 +69,12 @@ def test_itc_objective_is_the_itc_loss():
 def test_all_terms_combine_with_their_weights(text, image):
     lm = text != "bimamba"
     model = CLIP(*_towers(text, image), embed_dim=16, init_logit_bias=-10.0, itm_head=True,
-                 lm_head=lm)
-    objective = Objective(itc=1.0, siglip=0.5, cosine=0.25, lm=0.3 if lm else 0.0, itm=2.0)
+                 text_lm_head=lm)
+    objective = Objective(itc=1.0, siglip=0.5, cosine=0.25, text_lm=0.3 if lm else 0.0, itm=2.0)
     images, tokens, mask = _batch()
     out = model(images, tokens, mask)
     total, terms = objective(model, out, tokens, mask, generator=torch.Generator().manual_seed(0))
-    assert set(terms) == {"itc", "siglip", "cosine", "itm"} | ({"lm"} if lm else set())
+    assert set(terms) == {"itc", "siglip", "cosine", "itm"} | ({"text_lm"} if lm else set())
     weighted = sum(objective.weights[k] * v for k, v in terms.items())
     torch.testing.assert_close(total.detach(), weighted)
     total.backward()
@@ -84,8 +84,8 @@ def test_all_terms_combine_with_their_weights(text, image):
 
 def test_a_few_steps_fit_a_small_batch():
     """Everything together learns: ITC on six pairs falls well below chance (ln 6)."""
-    model = CLIP(*_towers("mamba", "convnet"), embed_dim=16, itm_head=True, lm_head=True)
-    objective = Objective(itc=1.0, lm=0.1, itm=0.1)
+    model = CLIP(*_towers("mamba", "convnet"), embed_dim=16, itm_head=True, text_lm_head=True)
+    objective = Objective(itc=1.0, text_lm=0.1, itm=0.1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     images, tokens, mask = _batch()
     first = None
@@ -102,17 +102,23 @@ def test_a_few_steps_fit_a_small_batch():
 
 
 def test_configuration_errors_are_named():
-    with pytest.raises(ValueError, match="lm_head needs a causal text encoder"):
-        CLIP(*_towers("bimamba"), lm_head=True)
+    with pytest.raises(ValueError, match="text_lm_head needs a causal text encoder"):
+        CLIP(*_towers("bimamba"), text_lm_head=True)
     model = CLIP(*_towers(), embed_dim=16)
     images, tokens, mask = _batch()
     out = model(images, tokens, mask)
-    for objective, words in ((Objective(itm=1.0), "itm needs"), (Objective(lm=1.0), "lm needs"),
+    for objective, words in ((Objective(itm=1.0), "itm needs"),
+                             (Objective(text_lm=1.0), "text_lm needs"),
+                             (Objective(caption=1.0), "caption needs a caption decoder"),
                              (Objective(siglip=1.0), "siglip needs")):
         with pytest.raises(ValueError, match=words):
             objective(model, out, tokens, mask)
     with pytest.raises(ValueError, match="at least one loss weight"):
         Objective(itc=0.0)
+    with pytest.raises(ValueError, match="lm is now text_lm"):
+        Objective(lm=0.5)
+    with pytest.raises(ValueError, match="caption_label_smoothing"):
+        Objective(caption=1.0, caption_label_smoothing=1.0)
     with pytest.raises(ValueError, match="weight itc"):
         Objective(itc=-1.0)
 

@@ -40,8 +40,9 @@ def test_step_by_step_decode_equals_forward(block, backend):
     x = torch.randn(2, 13, 16)
     with torch.no_grad():
         full = block(x)
-        conv_state, ssm_state = block.allocate_inference_cache(2)
-        steps = torch.stack([block.step(x[:, t], conv_state, ssm_state) for t in range(13)], 1)
+        conv_state, ssm_state = block.allocate_inference_cache(2, 13)
+        steps = torch.stack([block.step(x[:, t], conv_state, ssm_state)[0]
+                             for t in range(13)], 1)
     assert relative_error(steps, full) < 1e-5
 
 

@@ -1,5 +1,6 @@
 """Pieces of the trainer on their own: sampler, optimizer groups, checkpoints, loggers."""
 import json
+import logging
 import os
 import random
 
@@ -8,8 +9,10 @@ import pytest
 import torch
 
 from ssm.encoders import MambaTextEncoder
-from ssm.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from ssm.train.loggers import JsonlWriter, WandbLogger
+from ssm.train.checkpoint import (CheckpointError, load_checkpoint, newest_intact,
+                                  remove_temporary_files, rng_state, save_checkpoint,
+                                  set_rng_state)
+from ssm.train.loggers import JsonlWriter, RunLog, WandbLogger
 from ssm.train.optim import OptimizerSpec, no_decay
 from ssm.train.sampling import StepBatchSampler
 
@@ -84,6 +87,55 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path):
     with pytest.raises(Exception):
         save_checkpoint({"step": 2, "bad": lambda: None}, path)  # not picklable
     assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # its temporary file removed
+
+
+def test_one_save_puts_the_numbered_file_in_place_then_last(tmp_path):
+    save_checkpoint({"step": 4, "model": {}}, tmp_path / "last.pt", also=[tmp_path / "step_4.pt"])
+    assert load_checkpoint(tmp_path / "step_4.pt") == load_checkpoint(tmp_path / "last.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "step_4.pt"]
+
+
+def test_an_unreadable_checkpoint_is_named(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"step": 3}, path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=str(path)):
+        load_checkpoint(path)
+
+
+def _checkpoints(folder, steps, last):
+    for step in steps:
+        save_checkpoint({"step": step, "model": {}}, folder / f"step_{step:07d}.pt")
+    if last is not None:
+        save_checkpoint({"step": last, "model": {}}, folder / "last.pt")
+
+
+def test_newest_intact_checkpoint(tmp_path):
+    assert newest_intact(tmp_path) is None
+    _checkpoints(tmp_path, [2, 4], last=5)
+    path, state, problems = newest_intact(tmp_path)
+    assert (path.name, state["step"], problems) == ("last.pt", 5, [])
+    _checkpoints(tmp_path, [6], last=None)  # killed between the numbered file and last.pt
+    assert newest_intact(tmp_path)[0].name == "step_0000006.pt"
+    (tmp_path / "last.pt").write_bytes(b"garbage")
+    (tmp_path / "step_0000006.pt").write_bytes(b"garbage")
+    path, state, problems = newest_intact(tmp_path)
+    assert path.name == "step_0000004.pt" and len(problems) == 2
+    assert str(tmp_path / "last.pt") in problems[0]
+    for p in tmp_path.glob("*.pt"):
+        p.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="step_0000002.pt"):
+        newest_intact(tmp_path)
+
+
+def test_temporary_files_of_killed_saves_are_removed(tmp_path):
+    save_checkpoint({"step": 1}, tmp_path / "last.pt")
+    for name in (".last.pt.tmp-123", ".step_0000002.pt.tmp-9"):
+        (tmp_path / name).write_bytes(b"half a checkpoint")
+    removed = remove_temporary_files(tmp_path)
+    assert sorted(p.name for p in removed) == [".last.pt.tmp-123", ".step_0000002.pt.tmp-9"]
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
 def test_load_refuses_pickled_code(tmp_path):
@@ -102,6 +154,46 @@ def test_jsonl_truncation_drops_only_later_steps(tmp_path):
     assert writer.truncate_after(4) == 2
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2, 3, 4]
+
+
+def test_jsonl_truncation_drops_a_line_a_kill_cut_short(tmp_path):
+    writer = JsonlWriter(tmp_path / "metrics.jsonl")
+    for step in range(1, 4):
+        writer.log({"step": step, "loss": float(step)})
+    with open(writer.path, "a") as f:
+        f.write('{"step": 4, "lo')
+    assert writer.truncate_after(3) == 1
+    assert [json.loads(x)["step"] for x in writer.path.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_schedule_steps_keeps_the_cosine_length_and_then_holds_the_floor():
+    model = torch.nn.Linear(2, 2)
+    optimizer, scheduler = OptimizerSpec(lr=1.0, warmup_steps=0, min_lr_ratio=0.1,
+                                         schedule_steps=4).build(model, max_steps=8)
+    lrs = []
+    for _ in range(8):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(scheduler.get_last_lr()[0])
+    assert lrs[0] > 0.5 and lrs[3:] == pytest.approx([0.1] * 5)
+    with pytest.raises(ValueError, match="optim.schedule_steps"):
+        OptimizerSpec(schedule_steps=0)
+
+
+@pytest.mark.parametrize("accepted", [True, False])
+def test_run_log_holds_records_until_the_start_is_accepted(tmp_path, accepted):
+    path, log = tmp_path / "train.log", logging.getLogger("ssm.test_run_log")
+    with RunLog(path, held=True) as run_log:
+        log.info("checked the data")
+        assert not path.exists() or path.read_text() == ""
+        if accepted:
+            run_log.accept()
+            log.info("step 1")
+    text = path.read_text() if path.exists() else ""
+    assert (("checked the data" in text and "step 1" in text) if accepted else text == "")
+    with RunLog(path):  # a run's own log, without Hydra
+        log.info("more")
+    assert "more" in path.read_text()
 
 
 def test_wandb_offline_writes_a_local_run(tmp_path):

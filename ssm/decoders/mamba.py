@@ -1,0 +1,133 @@
+"""The Mamba caption decoder: a causal Mamba stack that reads the image, then the caption.
+
+Two ways to give it the image (``conditioning``):
+- ``"prefix"``: the image tokens (``ImageTokens``: the patches, then the pooled
+  feature) run through the stack before the caption, [image; caption], as in prefix-LM
+  captioners;
+- ``"initial_state"``: no prefix; each layer's scan starts from a state set by the image,
+  h0 = u(c) v(c)^T (b, d, n) with c a projection of the pooled feature: one rank-1 write,
+  the shape of what a token writes (dt * x * B^T). Our scan kernels take initial_state
+  with gradients, so this trains end to end.
+
+Generation runs ``Mamba.step`` (the conv-update and state-update kernels): per row a fixed
+(d, d_conv) conv state and (d, n) scan state per layer, whatever the length.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ssm.modules import Mamba, RMSNorm
+
+from .base import CaptionDecoder, ImageTokens
+
+CONDITIONINGS = ("prefix", "initial_state")
+
+
+# The two calls into Mamba's decode API, kept here so a change of that API (mamba-ssm's
+# allocate_inference_cache(batch_size, max_seqlen) and a step returning its states) is
+# a change of these two functions only.
+def _allocate(mixer: Mamba, batch_size: int, dtype) -> tuple[Tensor, Tensor]:
+    """Zero (conv_state (b, d, d_conv), ssm_state (b, d, n) float32) of one layer."""
+    return mixer.allocate_inference_cache(batch_size, dtype=dtype)
+
+
+def _mixer_step(mixer: Mamba, x: Tensor, state: tuple[Tensor, Tensor]) -> Tensor:
+    """x (b, d_model) -> (b, d_model); the layer's states advance in place."""
+    return mixer.step(x, *state)[0]  # (out, conv_state, ssm_state), as mamba-ssm
+
+
+@dataclass
+class MambaCache:
+    """Per layer (conv_state (b, d, d_conv), ssm_state (b, d, n) float32): all a row needs."""
+
+    layers: list
+
+    def select(self, index: Tensor) -> "MambaCache":
+        """The rows ``index`` (b',) in that order (copies: steps update states in place)."""
+        return MambaCache([(conv.index_select(0, index), ssm.index_select(0, index))
+                           for conv, ssm in self.layers])
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for layer in self.layers for t in layer)
+
+
+class MambaCaptionDecoder(CaptionDecoder):
+    """embed -> [x + Mamba(RMSNorm(x))] * depth -> RMSNorm -> tied output layer.
+
+    state_width: width of c, the pooled image feature's projection that the
+    initial-state conditioning maps to each layer's state (unused with "prefix").
+    """
+
+    def __init__(self, vocab_size: int = 259, width: int = 96, depth: int = 2,
+                 d_state: int = 16, d_conv: int = 4, expand: int = 2, image_width: int = 128,
+                 conditioning: str = "prefix", state_width: int = 32, backend: str = "auto"):
+        super().__init__(vocab_size, width, image_width)
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"depth must be an int >= 1, got {depth!r}")
+        self.conditioning = conditioning
+        self.norms = nn.ModuleList(RMSNorm(width) for _ in range(depth))
+        self.mixers = nn.ModuleList(Mamba(width, d_state, d_conv, expand, backend=backend)
+                                    for _ in range(depth))
+        self.norm_f = RMSNorm(width)
+        if conditioning == "prefix":
+            self.image_tokens = ImageTokens(image_width, width)
+        else:
+            d_inner = self.mixers[0].d_inner
+            self.split = (d_inner, d_state)
+            self.image_in = nn.Linear(image_width, state_width)
+            self.state_in = nn.ModuleList(nn.Linear(state_width, d_inner + d_state)
+                                          for _ in range(depth))
+
+    def initial_states(self, image_pooled: Tensor) -> list[Tensor]:
+        """Each layer's scan state (b, d, n) float32 from the pooled feature (b, wi)."""
+        c = F.gelu(self.image_in(image_pooled))                        # (b, state_width)
+        states = []
+        for proj in self.state_in:
+            u, v = proj(c).float().split(self.split, dim=-1)            # (b, d), (b, n)
+            states.append(u[:, :, None] * v[:, None, :])                # (b, d, n)
+        return states
+
+    def _logits(self, image_pooled, image_patches, tokens, lengths):
+        h = self.embed(tokens)                                          # (b, l, width)
+        prefix = 0
+        if self.conditioning == "prefix":
+            image = self.image_tokens(image_pooled, image_patches)       # (b, p + 1, width)
+            prefix = image.shape[1]
+            h = torch.cat([image.to(h.dtype), h], dim=1)
+            lengths = lengths + prefix                                  # right padding follows
+            states = [None] * len(self.mixers)
+        else:
+            states = self.initial_states(image_pooled)
+        for norm, mixer, h0 in zip(self.norms, self.mixers, states):
+            h = h + mixer(norm(h), seq_lens=lengths, initial_state=h0)
+        return self.output_logits(self.norm_f(h[:, prefix:]))
+
+    def _advance(self, h: Tensor, cache: MambaCache) -> Tensor:
+        """One position h (b, width) through every layer; the cache advances in place."""
+        for norm, mixer, state in zip(self.norms, self.mixers, cache.layers):
+            h = h + _mixer_step(mixer, norm(h), state)
+        return h
+
+    def _start(self, image_pooled, image_patches, max_new_tokens) -> MambaCache:
+        b = image_pooled.shape[0]
+        dtype = self.embed.weight.dtype
+        cache = MambaCache([_allocate(mixer, b, dtype) for mixer in self.mixers])
+        if self.conditioning == "initial_state":
+            for (_, ssm_state), h0 in zip(cache.layers, self.initial_states(image_pooled)):
+                ssm_state.copy_(h0)
+        else:
+            image = self.image_tokens(image_pooled, image_patches)       # (b, p + 1, width)
+            for t in range(image.shape[1]):
+                self._advance(image[:, t], cache)
+        return cache
+
+    def step(self, tokens: Tensor, cache: MambaCache) -> Tensor:
+        """tokens (b,) long -> next-token logits (b, V); ``cache`` advances in place."""
+        h = self._advance(self.embed(tokens), cache)
+        return self.output_logits(self.norm_f(h))
