@@ -10,7 +10,8 @@ setup(
     version="0.1.0",
     description="Triton selective-scan kernels and Mamba text encoders for image-text training",
     packages=find_packages(include=["kernels", "kernels.*", "ssm", "ssm.*"]),
-    package_data={"kernels.selective_scan": ["*.cpp"]},
+    package_data={"kernels.selective_scan": ["*.cpp"], "kernels.causal_conv1d": ["*.cpp"],
+                  "kernels.common": ["*.h"]},
     python_requires=">=3.10",
     install_requires=[
         # A range, not a pin: a CPU machine installs torch==2.13.0 (CPU build) first, a GPU

@@ -1,15 +1,17 @@
 """Public causal-conv ops: argument checks once, then a backend.
 
 Backends, all with gradients for x, weight and bias: Triton kernels on CUDA (and under
-TRITON_INTERPRET=1); "cpu", torch's grouped conv1d (oneDNN), about 2x faster than the
-reference on CPU; and the reference (``reference.py``), the oracle.
+TRITON_INTERPRET=1); "cpu", the compiled loop with bias and SiLU fused (``cpu.py``), which
+reads channel-last views and runs ``reverse`` natively; and the reference
+(``reference.py``), the oracle. Triton and the reference run ``reverse`` as the causal
+conv of the masked, flipped input.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from kernels.common.checks import check_choice, check_optional_tensors, check_tensor
+from kernels.common.checks import (check_choice, check_flag, check_optional_tensors,
+                                   check_seq_lens, check_tensor)
 
 from .reference import causal_conv1d_ref, causal_conv1d_update_ref
 
@@ -17,32 +19,62 @@ ACTIVATIONS = (None, "silu")
 BACKENDS = ("auto", "triton", "cpu", "reference")
 
 
-def causal_conv1d_fn(x, weight, bias=None, activation=None, *, backend="auto"):
+def causal_conv1d_fn(x, weight, bias=None, activation=None, *, seq_lens=None, reverse=False,
+                     backend="auto"):
     """Causal depthwise conv: x (b, d, l), weight (d, w), bias (d,) -> (b, d, l) in x's
     dtype, ``activation`` None or "silu".
 
+    reverse: the anti-causal conv, out[t] reads x[t .. t + w - 1], with positions at or past
+    each row's ``seq_lens`` (b,) read as 0: the causal conv of each row's real part run
+    backwards. Without ``reverse`` real positions never see padding and seq_lens changes
+    nothing.
     backend: "triton" (CUDA or interpreter), "cpu", "reference", or "auto" (triton on
-    CUDA, cpu elsewhere).
+    CUDA, cpu elsewhere; the reference with a warning where cpu can't be built).
     """
     _check_conv_inputs(x, weight, bias, activation, x_dims=3)
-    check_choice("backend", backend, BACKENDS)
-    if backend == "triton" or (backend == "auto" and x.is_cuda):
+    check_flag("reverse", reverse)
+    if seq_lens is not None:
+        check_seq_lens(seq_lens, x.shape[0], x.shape[-1])
+        _check_device("seq_lens", seq_lens, x.device)
+    chosen = _resolve_backend(backend, x)
+    if chosen == "cpu":
+        from .cpu import cpu_causal_conv1d
+        return cpu_causal_conv1d(x, weight, bias, activation, seq_lens, reverse)
+    if reverse:
+        if seq_lens is not None:
+            # Padding sits at the start once flipped: zero it, so the conv sees it as the
+            # zeros before a sequence begins.
+            keep = torch.arange(x.shape[-1], device=x.device)[None, :] < seq_lens[:, None]
+            x = x * keep[:, None, :].to(x.dtype)
+        return _causal(x.flip(-1), weight, bias, activation, chosen).flip(-1)
+    return _causal(x, weight, bias, activation, chosen)
+
+
+def _causal(x, weight, bias, activation, backend):
+    if backend == "triton":
         from .triton_conv import CausalConv1dTriton
         return CausalConv1dTriton.apply(x, weight, bias, activation == "silu")
-    if backend == "reference":
-        return causal_conv1d_ref(x, weight, bias, activation)
-    return _conv1d_cpu(x, weight, bias, activation)
+    return causal_conv1d_ref(x, weight, bias, activation)
 
 
-def _conv1d_cpu(x, weight, bias, activation):
-    """torch's grouped conv with w - 1 zeros on both sides; the first l outputs are the
-    causal ones."""
-    compute = torch.promote_types(x.dtype, torch.float32)
-    width = weight.shape[1]
-    out = F.conv1d(x.to(compute), weight.to(compute)[:, None, :],
-                   bias.to(compute) if bias is not None else None,
-                   padding=width - 1, groups=x.shape[1])[..., :x.shape[-1]]
-    return (F.silu(out) if activation == "silu" else out).to(x.dtype)
+def _resolve_backend(backend, x) -> str:
+    check_choice("backend", backend, BACKENDS)
+    if backend == "auto":
+        if x.is_cuda:
+            return "triton"
+        from . import cpu
+        if x.device.type == "cpu" and cpu.available():
+            return "cpu"
+        cpu.warn_unavailable_once()
+        return "reference"
+    if backend == "cpu" and x.device.type != "cpu":
+        raise ValueError(f"backend='cpu' needs CPU tensors; x is on {x.device}")
+    return backend
+
+
+def _check_device(name, x, device) -> None:
+    if x.device != device:
+        raise ValueError(f"{name} is on {x.device} but x is on {device}")
 
 
 def causal_conv1d_update(x, conv_state, weight, bias=None, activation=None, *, backend="auto"):

@@ -48,3 +48,17 @@ def check_flag(name: str, value) -> None:
 def check_choice(name: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+def check_seq_lens(seq_lens, b: int, l: int) -> None:
+    """seq_lens is an integer tensor (b,) with every length in [0, l]."""
+    if not isinstance(seq_lens, torch.Tensor):
+        raise TypeError(f"seq_lens must be a torch.Tensor, got {type(seq_lens).__name__}")
+    if seq_lens.dtype.is_floating_point or seq_lens.dtype.is_complex or seq_lens.dtype == torch.bool:
+        raise TypeError(f"seq_lens must be an integer tensor (torch.long), got {seq_lens.dtype}")
+    if tuple(seq_lens.shape) != (b,):
+        raise ValueError(f"seq_lens must have shape (b,) = ({b},), got {tuple(seq_lens.shape)}")
+    # One host sync: a length outside [0, l] would otherwise read or skip data silently.
+    lo, hi = int(seq_lens.min()), int(seq_lens.max())
+    if lo < 0 or hi > l:
+        raise ValueError(f"seq_lens must lie in [0, l] = [0, {l}], got values in [{lo}, {hi}]")

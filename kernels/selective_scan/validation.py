@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.common.checks import check_flag, check_shape, check_tensor
+from kernels.common.checks import check_flag, check_seq_lens, check_shape, check_tensor
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def check_scan_inputs(
         check_tensor("initial_state", initial_state, 3)
         check_shape("initial_state", initial_state, (b, d, n), "b, d, n")
     if seq_lens is not None:
-        _check_seq_lens(seq_lens, b, l)
+        check_seq_lens(seq_lens, b, l)
     for name, flag in (("delta_softplus", delta_softplus),
                        ("return_last_state", return_last_state), ("reverse", reverse)):
         check_flag(name, flag)
@@ -93,16 +93,3 @@ def check_scan_inputs(
             raise ValueError(f"{name} is on {x.device} but u is on {u.device}; "
                              "all inputs must be on one device")
     return ScanDims(b=b, d=d, l=l, n=n, g=g)
-
-
-def _check_seq_lens(seq_lens, b: int, l: int) -> None:
-    if not isinstance(seq_lens, torch.Tensor):
-        raise TypeError(f"seq_lens must be a torch.Tensor, got {type(seq_lens).__name__}")
-    if seq_lens.dtype.is_floating_point or seq_lens.dtype.is_complex or seq_lens.dtype == torch.bool:
-        raise TypeError(f"seq_lens must be an integer tensor (torch.long), got {seq_lens.dtype}")
-    if tuple(seq_lens.shape) != (b,):
-        raise ValueError(f"seq_lens must have shape (b,) = ({b},), got {tuple(seq_lens.shape)}")
-    # One host sync: a length outside [0, l] would otherwise read or skip data silently.
-    lo, hi = int(seq_lens.min()), int(seq_lens.max())
-    if lo < 0 or hi > l:
-        raise ValueError(f"seq_lens must lie in [0, l] = [0, {l}], got values in [{lo}, {hi}]")

@@ -1,10 +1,13 @@
 """The Mamba mixer block (Gu & Dao, 2023), on this repo's kernels.
 
-    x, z = in_proj(h)                      x, z: (b, d, l), d = expand * d_model
+    x, z = in_proj(h)                      x, z: (b, l, d), d = expand * d_model
     x = silu(causal_conv1d(x))
-    dt, B, C = split(x_proj(x))            dt: (b, dt_rank, l) -> dt_proj -> (b, d, l)
+    dt, B, C = split(x_proj(x))            dt: (b, l, dt_rank) -> dt_proj -> (b, l, d)
     y = selective_scan(x, dt, -exp(A_log), B, C, D, z, dt_bias, softplus)
     out = out_proj(y)
+
+Every activation keeps (b, l, .) memory; the ops take (b, d, l) views of it (the
+contract's layout) and the CPU kernels read and write them through strides.
 
 ``reverse=True`` runs the block backward in time from each row's true end (for
 bidirectional encoders): the conv then looks ahead instead of back and the scan starts at
@@ -103,16 +106,17 @@ class Mamba(nn.Module):
         if hidden.dim() != 3 or hidden.shape[-1] != self.d_model:
             raise ValueError(f"hidden must have shape (b, l, d_model={self.d_model}), "
                              f"got {tuple(hidden.shape)}")
-        b, l, _ = hidden.shape
-        xz = rearrange(self.in_proj(hidden), "b l d -> b d l")
-        x, z = xz.chunk(2, dim=1)                                       # (b, d, l) each
-        x = self._conv(x, seq_lens, reverse)
-        x_dbl = self.x_proj(rearrange(x, "b d l -> (b l) d"))           # (b*l, r + 2n)
+        # Activations stay in (b, l, .) memory throughout; the kernels take (b, d, l)
+        # views of it and read through strides, so no layout is copied.
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)                    # (b, l, d) views
+        x = self._conv(rearrange(x, "b l d -> b d l"), seq_lens, reverse)
+        x_dbl = self.x_proj(rearrange(x, "b d l -> b l d"))             # (b, l, r + 2n)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = rearrange(self.dt_proj.weight @ dt.t(), "d (b l) -> b d l", l=l)
-        B = rearrange(B, "(b l) n -> b n l", l=l)
-        C = rearrange(C, "(b l) n -> b n l", l=l)
-        y = selective_scan_fn(x, dt, -torch.exp(self.A_log.float()), B, C, self.D.float(), z,
+        delta = dt @ self.dt_proj.weight.t()        # (b, l, d); its bias is added in the scan
+        y = selective_scan_fn(x, rearrange(delta, "b l d -> b d l"),
+                              -torch.exp(self.A_log.float()), rearrange(B, "b l n -> b n l"),
+                              rearrange(C, "b l n -> b n l"), self.D.float(),
+                              rearrange(z, "b l d -> b d l"),
                               delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
                               seq_lens=seq_lens, reverse=reverse, initial_state=initial_state,
                               backend=self.backend)
@@ -120,17 +124,8 @@ class Mamba(nn.Module):
 
     def _conv(self, x, seq_lens, reverse):
         """silu(causal conv) over (b, d, l); with ``reverse``, causal from each row's end."""
-        if not reverse:
-            return causal_conv1d_fn(x, self.conv_weight, self.conv1d.bias, "silu",
-                                    backend=self.backend)
-        if seq_lens is not None:
-            # Padding sits at the start once flipped: zero it, so the conv sees it as the
-            # zeros before a sequence begins.
-            keep = torch.arange(x.shape[-1], device=x.device)[None, :] < seq_lens[:, None]
-            x = x * keep[:, None, :].to(x.dtype)
-        out = causal_conv1d_fn(x.flip(-1), self.conv_weight, self.conv1d.bias, "silu",
-                               backend=self.backend)
-        return out.flip(-1)
+        return causal_conv1d_fn(x, self.conv_weight, self.conv1d.bias, "silu",
+                                seq_lens=seq_lens, reverse=reverse, backend=self.backend)
 
     def allocate_inference_cache(self, batch_size: int, max_seqlen: Optional[int] = None,
                                  dtype: Optional[torch.dtype] = None, *, device=None, **kwargs):
