@@ -56,7 +56,11 @@ def test_forced_block_sizes(case, config, device, generator):
 def test_state_sizes(n, device, generator):
     case = ScanCase(b=1, d=2, l=20, n=n, g=0)
     errors = compare_to_reference(triton_scan, selective_scan_ref, case, device, generator)
-    assert_close(errors, case, backend="triton")
+    # The gradients of delta, delta_bias and D sum n state terms per step (and l steps of
+    # them), with cancellation: float32 rounding grows about as sqrt(terms), so large n
+    # gets a tolerance scaled by sqrt(n / 16) (16: Mamba's default). Measured once in a
+    # full suite: grad_delta_bias 1.15e-5 at n = 256, over the unscaled 1e-5.
+    assert_close(errors, case, backend="triton", slack=max(1.0, (n / 16) ** 0.5))
 
 
 def test_non_contiguous_inputs(device, generator):
