@@ -18,11 +18,6 @@
 namespace {
 using namespace simd;
 
-template <typename T> struct BDL {
-  T* p = nullptr;
-  int64_t sb = 0, sd = 0, sl = 0;
-  T* at(int64_t bi, int64_t c, int64_t t) const { return p + bi * sb + c * sd + t * sl; }
-};
 template <typename T> BDL<T> bdl(const torch::Tensor& x) {
   return {x.data_ptr<std::remove_const_t<T>>(), x.stride(0), x.stride(1), x.stride(2)};
 }

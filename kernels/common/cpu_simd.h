@@ -29,6 +29,13 @@ template <typename T> struct Lanes {
 template <typename T> using Vec = typename Lanes<T>::Vec;
 template <typename T> constexpr int64_t lanes = Lanes<T>::width;
 
+// A (b, d, l) tensor through its strides; p is null for an absent optional tensor.
+template <typename T> struct BDL {
+  T* p = nullptr;
+  int64_t sb = 0, sd = 0, sl = 0;
+  T* at(int64_t bi, int64_t c, int64_t t) const { return p + bi * sb + c * sd + t * sl; }
+};
+
 template <typename T> inline Vec<T> splat(T x) { return x - Vec<T>{}; }
 
 // The same 32 bytes read as another vector type (memcpy: no aliasing questions).

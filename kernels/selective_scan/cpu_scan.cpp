@@ -24,12 +24,6 @@
 namespace {
 using namespace simd;
 
-// A (b, d, l) tensor through its strides; p is null for an absent optional tensor.
-template <typename T> struct BDL {
-  T* p = nullptr;
-  int64_t sb = 0, sd = 0, sl = 0;
-  T* at(int64_t bi, int64_t c, int64_t t) const { return p + bi * sb + c * sd + t * sl; }
-};
 template <typename T> BDL<T> bdl(const c10::optional<torch::Tensor>& x) {
   if (!x.has_value()) return {};
   return {x->data_ptr<std::remove_const_t<T>>(), x->stride(0), x->stride(1), x->stride(2)};
