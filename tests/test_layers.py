@@ -130,7 +130,7 @@ def test_every_import_points_down():
     ("kernels.selective_scan.reference", "ssm.modules.Mamba"),     # kernels into ssm
     ("kernels.causal_conv1d.triton_conv", "kernels.selective_scan.triton_common.softplus"),
     ("kernels.common.checks", "kernels.selective_scan.validation.ScanDims"),
-    ("ssm.modules.mamba", "kernels.selective_scan.cpu.load_extension"),  # an op's private module
+    ("ssm.modules.mamba", "kernels.selective_scan.cpu.EXTENSION"),  # an op's private module
     ("ssm.newfolder.thing", "ssm.data.ByteTokenizer"),             # a folder in no layer
     ("ssm.tasks.train", "kernels.bench"),                          # the benchmark package
     ("ssm.decoders.mamba", "ssm.models.CLIP"),                     # decoders sit below models

@@ -6,9 +6,11 @@ triton_conv.py  Triton forward, backward and decode-step kernels
 cpu.py          the compiled CPU loop (cpu_conv.cpp): conv, bias and SiLU fused, built on
                 first use
 """
-from .cpu import available as cpu_available
+from .cpu import EXTENSION as _CPU
 from .interface import BACKENDS, causal_conv1d_fn, causal_conv1d_update
 from .reference import causal_conv1d_ref, causal_conv1d_update_ref
+
+cpu_available = _CPU.available  # whether the compiled CPU path loads (builds it once)
 
 __all__ = ["BACKENDS", "causal_conv1d_fn", "causal_conv1d_ref", "causal_conv1d_update",
            "causal_conv1d_update_ref", "cpu_available"]

@@ -4,7 +4,7 @@ strides (the Mamba block's channel-last views cost no copy; the output takes x's
 layout). ``reverse`` reads each row backwards from its true end (seq_lens) natively.
 
 Built on first use (``kernels.common.cpu_build``); where no compiler works,
-``available()`` is False and backend="auto" falls back to the reference with a warning.
+``EXTENSION.available()`` is False and backend="auto" falls back to the reference with a warning.
 Computes in float32 (float64 for float64 x). Saves x, nothing else: backward recomputes
 the pre-activation.
 """
@@ -17,22 +17,8 @@ import torch
 from kernels.common.cpu_build import CppExtension
 from kernels.common.launch import empty_output, empty_output_like
 
-_EXTENSION = CppExtension("causal_conv1d_cpu", Path(__file__).with_name("cpu_conv.cpp"),
-                          "CPU causal conv")
-
-
-def available() -> bool:
-    """True when the extension is (or can be) loaded; builds it if needed."""
-    return _EXTENSION.available()
-
-
-def build_error():
-    """Why the extension could not be built, or None."""
-    return _EXTENSION.error
-
-
-def warn_unavailable_once() -> None:
-    _EXTENSION.warn_unavailable_once()
+EXTENSION = CppExtension("causal_conv1d_cpu", Path(__file__).with_name("cpu_conv.cpp"),
+                         "CPU causal conv")
 
 
 class CausalConv1dCPU(torch.autograd.Function):
@@ -45,7 +31,7 @@ class CausalConv1dCPU(torch.autograd.Function):
         bias_c = bias.detach().to(compute).contiguous() if bias is not None else None
         lengths = seq_lens.to(torch.int64).contiguous() if seq_lens is not None else None
         out = empty_output_like(xc)
-        _EXTENSION.load().forward(xc, w_t, bias_c, lengths, reverse, silu, out)
+        EXTENSION.load().forward(xc, w_t, bias_c, lengths, reverse, silu, out)
         ctx.save_for_backward(xc, w_t, bias_c, lengths)
         ctx.meta = (silu, reverse, x.dtype, weight.dtype, None if bias is None else bias.dtype)
         return out.to(x.dtype)
@@ -58,7 +44,7 @@ class CausalConv1dCPU(torch.autograd.Function):
         g_x = empty_output_like(xc)
         g_w_rows = empty_output((b, width, d), xc.dtype, xc.device)
         g_bias_rows = empty_output((b, d), xc.dtype, xc.device)
-        _EXTENSION.load().backward(xc, w_t, bias_c, lengths, reverse, silu, g_out.to(xc.dtype),
+        EXTENSION.load().backward(xc, w_t, bias_c, lengths, reverse, silu, g_out.to(xc.dtype),
                                    g_x, g_w_rows, g_bias_rows)
         g_bias = g_bias_rows.sum(0).to(b_dtype) if b_dtype is not None else None
         return (g_x.to(x_dtype), g_w_rows.sum(0).t().to(w_dtype), g_bias, None, None, None)

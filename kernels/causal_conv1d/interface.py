@@ -62,11 +62,8 @@ def _resolve_backend(backend, x) -> str:
     if backend == "auto":
         if x.is_cuda:
             return "triton"
-        from . import cpu
-        if x.device.type == "cpu" and cpu.available():
-            return "cpu"
-        cpu.warn_unavailable_once()
-        return "reference"
+        from .cpu import EXTENSION
+        return EXTENSION.auto_backend(x.device)
     if backend == "cpu" and x.device.type != "cpu":
         raise ValueError(f"backend='cpu' needs CPU tensors; x is on {x.device}")
     return backend

@@ -53,6 +53,7 @@ class CppExtension:
         self.name, self.source, self.what = name, Path(source), what
         self._module = None
         self.error = None  # why the build failed, once it has
+        self._warned = False
 
     def load(self):
         """The compiled module, building it on first use; RuntimeError if it can't be."""
@@ -94,11 +95,16 @@ class CppExtension:
             return False
         return True
 
-    def warn_unavailable_once(self) -> None:
-        if not getattr(self, "_warned", False):
+    def auto_backend(self, device: torch.device) -> str:
+        """backend="auto" off CUDA: "cpu" when ``device`` is the CPU and this extension
+        loads; otherwise "reference", with a warning (once) that says why."""
+        if device.type == "cpu" and self.available():
+            return "cpu"
+        if not self._warned:
             self._warned = True
             warnings.warn(f"{self.error}; backend='auto' uses the slow reference on CPU instead",
                           RuntimeWarning, stacklevel=4)
+        return "reference"
 
 
 def shared_openmp_runtime() -> bool:

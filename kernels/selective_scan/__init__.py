@@ -6,8 +6,10 @@ triton_*.py   chunked forward and backward Triton kernels
 cpu.py        the C++ loop (cpu_scan.cpp), built on first use
 testing.py    random inputs, error metric and the correctness grid, for tests and benchmarks
 """
-from .cpu import available as cpu_available
+from .cpu import EXTENSION as _CPU
 from .interface import BACKENDS, selective_scan_fn
 from .reference import selective_scan_ref
+
+cpu_available = _CPU.available  # whether the compiled CPU path loads (builds it once)
 
 __all__ = ["BACKENDS", "cpu_available", "selective_scan_fn", "selective_scan_ref"]

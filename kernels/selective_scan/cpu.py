@@ -5,7 +5,7 @@ included, forward and backward, and reads and writes every (b, d, l) tensor thro
 strides: channel-last views of (b, l, d) memory, as the Mamba block passes them, cost no
 copy, and the outputs and gradients come back in the layout of the matching input. It is
 compiled the first time a process needs it (``kernels.common.cpu_build``); where no
-compiler works, ``available()`` is False, the reason is kept, and backend="auto" falls
+compiler works, ``EXTENSION.available()`` is False, the reason is kept, and backend="auto" falls
 back to the reference with a warning.
 
 Computes in float32 (float64 when any input is float64). Saved for backward: the inputs
@@ -23,27 +23,8 @@ from kernels.common.cpu_build import CppExtension
 from kernels.common.launch import empty_output, empty_output_like
 
 CHUNK = 32  # steps between saved states; a task's recomputed chunk then stays in L1/L2
-_EXTENSION = CppExtension("selective_scan_cpu", Path(__file__).with_name("cpu_scan.cpp"),
-                          "CPU selective scan")
-
-
-def load_extension():
-    """The compiled module, building it on first use; raises RuntimeError if it can't."""
-    return _EXTENSION.load()
-
-
-def available() -> bool:
-    """True when the extension is (or can be) loaded; builds it if needed."""
-    return _EXTENSION.available()
-
-
-def build_error():
-    """Why the extension could not be built, or None."""
-    return _EXTENSION.error
-
-
-def warn_unavailable_once() -> None:
-    _EXTENSION.warn_unavailable_once()
+EXTENSION = CppExtension("selective_scan_cpu", Path(__file__).with_name("cpu_scan.cpp"),
+                         "CPU selective scan")
 
 
 def _compute(x, dtype):
@@ -69,7 +50,7 @@ class SelectiveScanCPU(torch.autograd.Function):
         tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
         compute = (torch.float64 if any(x is not None and x.dtype == torch.float64 for x in tensors)
                    else torch.float32)
-        ext = load_extension()
+        ext = EXTENSION.load()
         inputs = (_compute(u, compute), _compute(delta, compute),
                   _contiguous(A, compute).t().contiguous(),                     # A^T (n, d)
                   _grouped(_compute(B, compute)), _grouped(_compute(C, compute)),
@@ -103,7 +84,7 @@ class SelectiveScanCPU(torch.autograd.Function):
         g_z = empty_output_like(z) if z is not None else None
         rows = lambda *shape: empty_output(shape, compute, u.device)  # noqa: E731
         g_A_rows, g_D_rows, g_bias_rows, g_h0 = rows(b, n, d), rows(b, d), rows(b, d), rows(b, d, n)
-        g_BC = load_extension().backward(                                   # (2, b, g, l, n)
+        g_BC = EXTENSION.load().backward(                                  # (2, b, g, l, n)
             u, delta, A_t, B, C, D, z, bias, lengths, softplus, reverse, CHUNK, states, g_out,
             _contiguous(g_last, compute), g_u, g_delta, g_z, g_A_rows, g_D_rows, g_bias_rows,
             g_h0)

@@ -66,11 +66,8 @@ def _resolve_backend(backend, *tensors) -> str:
     if backend == "auto":
         if u.is_cuda:
             return "triton" if (not has_float64 and triton_available()) else "reference"
-        from . import cpu
-        if u.device.type == "cpu" and cpu.available():
-            return "cpu"
-        cpu.warn_unavailable_once()
-        return "reference"
+        from .cpu import EXTENSION
+        return EXTENSION.auto_backend(u.device)
     if backend == "cpu" and u.device.type != "cpu":
         raise ValueError(f"backend='cpu' needs CPU tensors; u is on {u.device}")
     if backend == "triton":

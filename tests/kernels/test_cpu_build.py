@@ -13,7 +13,7 @@ from kernels.selective_scan import cpu as scan_cpu
 
 def test_extensions_share_torchs_openmp_runtime():
     """A second runtime would bring a second thread team, spinning beside torch's."""
-    assert scan_cpu.available() and conv_cpu.available()
+    assert scan_cpu.EXTENSION.available() and conv_cpu.EXTENSION.available()
     assert shared_openmp_runtime()
 
 

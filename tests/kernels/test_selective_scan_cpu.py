@@ -18,8 +18,8 @@ GRID = scan_grid() + [c.__class__(**{**c.__dict__, "dtype": torch.float64})
 
 @pytest.fixture(scope="module", autouse=True)
 def built_extension():
-    if not cpu.available():
-        pytest.fail(f"CPU extension failed to build: {cpu.build_error()}")
+    if not cpu.EXTENSION.available():
+        pytest.fail(f"CPU extension failed to build: {cpu.EXTENSION.error}")
 
 
 @pytest.mark.parametrize("case", GRID, ids=[c.label for c in GRID])
