@@ -3,11 +3,13 @@ OpenMP runtime (torch's) shared by torch and the extensions."""
 import os
 import subprocess
 import sys
+import warnings
 
+import pytest
 import torch
 
 from kernels.causal_conv1d import cpu as conv_cpu
-from kernels.common.cpu_build import shared_openmp_runtime
+from kernels.common.cpu_build import CppExtension, shared_openmp_runtime
 from kernels.selective_scan import cpu as scan_cpu
 
 
@@ -78,3 +80,16 @@ def test_several_threads_give_the_one_thread_gradients():
     assert relative_error(out_3, out_1) < 1e-6 and relative_error(last_3, last_1) < 1e-6
     for name, g in grads_3.items():
         assert relative_error(g, grads_1[name]) < 1e-6, name
+
+
+def test_auto_falls_back_to_the_reference_with_one_warning(tmp_path):
+    """An extension that cannot build: backend='auto' on CPU takes the reference and says
+    why, once; a CPU extension is never picked for another device."""
+    broken = CppExtension("never_built", tmp_path / "missing.cpp", "test op")
+    broken.error = "the test op extension could not be built: no compiler"
+    with pytest.warns(RuntimeWarning, match="no compiler"):
+        assert broken.auto_backend(torch.device("cpu")) == "reference"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert broken.auto_backend(torch.device("cpu")) == "reference"
+    assert scan_cpu.EXTENSION.auto_backend(torch.device("cpu")) == "cpu"
