@@ -152,7 +152,8 @@ def _train(start: RunStart, dist: DistInfo, group, run_log: RunLog, group_device
     val_set, zero_shot = (_on_main(dist, lambda: _evaluation_sets(data)) if evaluating
                           else None) or (None, None)
     evaluating = evaluating and dist.is_main
-    batches = _batches(data.train_dataset(), settings, dist, cfg.seed,
+    train_set = data.train_dataset()  # one object: the batches, and the blind probe baseline
+    batches = _batches(train_set, settings, dist, cfg.seed,
                        start.step * settings.grad_accum, tokenizer, data.max_length)
     trainer = Trainer(model, objective, optimizer, scheduler, settings, batches, run_dir, dist,
                       device, metrics, logger, bad, cfg.seed)
@@ -186,7 +187,7 @@ def _train(start: RunStart, dist: DistInfo, group, run_log: RunLog, group_device
             results = evaluator.curve(model, val_set, curve_pairs)
         else:
             results = evaluator(model, val_set, zero_shot, data.zero_shot_templates,
-                                train_dataset=data.train_dataset())
+                                train_dataset=train_set)
         if step is not None:
             metrics.log({"step": step, **{f"eval/{k}": v for k, v in results.items()}})
             log.info("evaluation at step %d: %s", step, _summary(results))
