@@ -27,19 +27,6 @@ from .base import CaptionDecoder, ImageTokens
 CONDITIONINGS = ("prefix", "initial_state")
 
 
-# The two calls into Mamba's decode API, kept here so a change of that API (mamba-ssm's
-# allocate_inference_cache(batch_size, max_seqlen) and a step returning its states) is
-# a change of these two functions only.
-def _allocate(mixer: Mamba, batch_size: int, dtype) -> tuple[Tensor, Tensor]:
-    """Zero (conv_state (b, d, d_conv), ssm_state (b, d, n) float32) of one layer."""
-    return mixer.allocate_inference_cache(batch_size, dtype=dtype)
-
-
-def _mixer_step(mixer: Mamba, x: Tensor, state: tuple[Tensor, Tensor]) -> Tensor:
-    """x (b, d_model) -> (b, d_model); the layer's states advance in place."""
-    return mixer.step(x, *state)[0]  # (out, conv_state, ssm_state), as mamba-ssm
-
-
 @dataclass
 class MambaCache:
     """Per layer (conv_state (b, d, d_conv), ssm_state (b, d, n) float32): all a row needs."""
@@ -111,13 +98,15 @@ class MambaCaptionDecoder(CaptionDecoder):
     def _advance(self, h: Tensor, cache: MambaCache) -> Tensor:
         """One position h (b, width) through every layer; the cache advances in place."""
         for norm, mixer, state in zip(self.norms, self.mixers, cache.layers):
-            h = h + _mixer_step(mixer, norm(h), state)
+            h = h + mixer.step(norm(h), *state)[0]  # (out, conv_state, ssm_state)
         return h
 
     def _start(self, image_pooled, image_patches, max_new_tokens) -> MambaCache:
         b = image_pooled.shape[0]
         dtype = self.embed.weight.dtype
-        cache = MambaCache([_allocate(mixer, b, dtype) for mixer in self.mixers])
+        # Per layer: conv_state (b, d, d_conv) in dtype, ssm_state (b, d, n) float32.
+        cache = MambaCache([mixer.allocate_inference_cache(b, dtype=dtype)
+                            for mixer in self.mixers])
         if self.conditioning == "initial_state":
             for (_, ssm_state), h0 in zip(cache.layers, self.initial_states(image_pooled)):
                 ssm_state.copy_(h0)
