@@ -6,7 +6,7 @@ from pathlib import Path
 
 import _paths  # noqa: F401  (the checkout on sys.path; first)
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ssm.tasks import evaluate_checkpoint
 
@@ -14,7 +14,8 @@ from ssm.tasks import evaluate_checkpoint
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     results, path = evaluate_checkpoint(Path(cfg.checkpoint), cfg.device, cfg.batch_size,
-                                        Path(cfg.output) if cfg.output else None)
+                                        Path(cfg.output) if cfg.output else None,
+                                        OmegaConf.to_container(cfg.caption, resolve=True))
     print(json.dumps(results, indent=2))
     print(f"written to {path}")
 

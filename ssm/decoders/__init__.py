@@ -1,11 +1,11 @@
 """Caption decoders: towers that generate text from an image tower's output, and the
 generation loop (greedy, sampling, beam search) that drives them one step at a time."""
 from .base import CaptionDecoder, ImageTokens, sinusoid_positions
-from .generation import (STRATEGIES, BeamSearch, Generation, Greedy, Sampling, as_strategy,
-                         generate)
+from .generation import (STRATEGIES, BeamSearch, Generation, Greedy, Guided, Sampling,
+                         as_strategy, check_guidance, generate)
 from .mamba import MambaCaptionDecoder
 from .transformer import TransformerCaptionDecoder
 
 __all__ = ["CaptionDecoder", "ImageTokens", "sinusoid_positions", "STRATEGIES", "BeamSearch",
-           "Generation", "Greedy", "Sampling", "as_strategy", "generate", "MambaCaptionDecoder",
-           "TransformerCaptionDecoder"]
+           "Generation", "Greedy", "Guided", "Sampling", "check_guidance", "as_strategy",
+           "generate", "MambaCaptionDecoder", "TransformerCaptionDecoder"]

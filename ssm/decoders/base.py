@@ -7,6 +7,10 @@ A caption decoder is a tower that generates text conditioned on an image tower's
         generated yet;
     step(tokens (b,) long, cache) -> logits (b, V): one more token through the cache.
 A cache has ``select(index)`` (rows in a new order: beam search) and ``nbytes()``.
+
+``image_dropout`` p: in training, each row's image is replaced by the null image (zeros)
+with probability p, so the same decoder also learns the captions' language alone; guided
+generation (``generate(..., guidance=s)``) then contrasts the two.
 """
 from __future__ import annotations
 
@@ -54,12 +58,16 @@ class CaptionDecoder(nn.Module):
     """Token embedding tied to the output layer, and the checks every decoder runs.
     Subclasses define ``_logits`` (teacher forcing), ``_start`` and ``step``."""
 
-    def __init__(self, vocab_size: int, width: int, image_width: int):
+    def __init__(self, vocab_size: int, width: int, image_width: int, image_dropout: float = 0.0):
         super().__init__()
         for name, value in (("vocab_size", vocab_size), ("width", width),
                             ("image_width", image_width)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if isinstance(image_dropout, bool) or not isinstance(image_dropout, (int, float)) \
+                or not 0 <= image_dropout < 1:
+            raise ValueError(f"image_dropout must be a number in [0, 1), got {image_dropout!r}")
+        self.image_dropout = float(image_dropout)
         self.vocab_size, self.width, self.image_width = vocab_size, width, image_width
         self.embed = nn.Embedding(vocab_size, width)
         nn.init.normal_(self.embed.weight, std=0.02)
@@ -92,7 +100,17 @@ class CaptionDecoder(nn.Module):
         lengths = check_tokens(tokens, mask, self.vocab_size)
         if tokens.shape[0] != b:
             raise ValueError(f"tokens must have the images' batch size {b}, got {tokens.shape[0]}")
+        if self.training and self.image_dropout > 0:
+            keep = (torch.rand(b, device=image_pooled.device) >= self.image_dropout)
+            keep = keep.to(image_pooled.dtype)                              # (b,) 1: image kept
+            image_pooled = image_pooled * keep[:, None]
+            image_patches = image_patches * keep[:, None, None]
         return self._logits(image_pooled, image_patches, tokens, lengths)
+
+    @staticmethod
+    def null_image(image_pooled: Tensor, image_patches: Tensor) -> tuple[Tensor, Tensor]:
+        """The image that image dropout trains as "no image": zeros of the same shapes."""
+        return torch.zeros_like(image_pooled), torch.zeros_like(image_patches)
 
     def start(self, image_pooled: Tensor, image_patches: Tensor, max_new_tokens: int):
         """A cache that has read the image and can take ``max_new_tokens`` steps."""

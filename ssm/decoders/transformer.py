@@ -101,8 +101,8 @@ class TransformerCaptionDecoder(CaptionDecoder):
     """embed + sinusoid positions -> CrossAttentionBlock * depth -> LayerNorm -> tied output."""
 
     def __init__(self, vocab_size: int = 259, width: int = 96, depth: int = 1, heads: int = 4,
-                 mlp_ratio: float = 4.0, image_width: int = 128):
-        super().__init__(vocab_size, width, image_width)
+                 mlp_ratio: float = 4.0, image_width: int = 128, image_dropout: float = 0.0):
+        super().__init__(vocab_size, width, image_width, image_dropout)
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise ValueError(f"depth must be an int >= 1, got {depth!r}")
         # The codes are +-1 and the embedding starts at std 0.02: a learned factor, started

@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from ssm.decoders import as_strategy, generate
+from ssm.decoders import as_strategy, check_guidance, generate
 from ssm.eval.captioning import caption_scores
 from ssm.train.memory import PeakMemory
 
@@ -28,12 +28,14 @@ class CaptionEvaluation:
 
     max_new_tokens: None means the caption budget, max_length - 1 (BOS takes one).
     strategy: as ``ssm.decoders.as_strategy`` takes it. references: reference captions per
-    scene for BLEU and CIDEr.
+    scene for BLEU and CIDEr. guidance: classifier-free guidance scale (1: none), as
+    ``ssm.decoders.generate`` takes it.
     """
 
     def __init__(self, max_new_tokens: Optional[int] = None, strategy="greedy",
-                 references: int = 5):
+                 references: int = 5, guidance: float = 1.0):
         as_strategy(strategy)  # a bad strategy fails now, not after training
+        self.guidance = check_guidance(guidance)  # a bad scale fails now, not after training
         if max_new_tokens is not None and (isinstance(max_new_tokens, bool)
                                            or not isinstance(max_new_tokens, int)
                                            or max_new_tokens < 1):
@@ -51,7 +53,8 @@ class CaptionEvaluation:
         captions, items = [], []
         for batch in batches:
             images = torch.stack([x["image"] for x in batch]).to(device)
-            captions += model.generate(images, max_new, self.strategy, tokenizer=tokenizer).texts
+            captions += model.generate(images, max_new, self.strategy, tokenizer=tokenizer,
+                                       guidance=self.guidance).texts
             items += batch
         for text, item in list(zip(captions, items))[:3]:
             log.info("caption: %r (reference: %r)", text, item["caption"])

@@ -113,11 +113,13 @@ class CLIP(nn.Module):
 
     @torch.no_grad()
     def generate(self, images: torch.Tensor, max_new_tokens: int, strategy="greedy", *,
-                 tokenizer, stop_at_eos: bool = True):
+                 tokenizer, stop_at_eos: bool = True, guidance: float = 1.0):
         """Captions of images (b, 3, h, w): ``ssm.decoders.Generation`` with token ids
         (b, t) and decoded strings. strategy: "greedy", "sample", "beam", a mapping such as
         {"name": "sample", "top_p": 0.9, "seed": 0}, or an ``ssm.decoders`` strategy object.
-        tokenizer: gives the BOS, EOS and pad ids and decodes (``ssm.data.ByteTokenizer``)."""
+        tokenizer: gives the BOS, EOS and pad ids and decodes (``ssm.data.ByteTokenizer``).
+        guidance: classifier-free guidance scale (1: none; needs a decoder trained with
+        image_dropout, see ``ssm.decoders.generation``)."""
         if self.decoder is None:
             raise ValueError("this CLIP has no caption decoder to generate with (decoder=None)")
         was_training = self.training
@@ -125,7 +127,7 @@ class CLIP(nn.Module):
         try:
             pooled, patches = self.image_encoder.encode(images)
             return generate_captions(self.decoder, pooled, patches, max_new_tokens, strategy,
-                                     tokenizer, stop_at_eos)
+                                     tokenizer, stop_at_eos, guidance)
         finally:
             self.train(was_training)
 

@@ -19,16 +19,20 @@ def load_run(checkpoint: Path, device: str = "auto"):
 
 
 def evaluate_checkpoint(checkpoint: Path, device: str = "auto", batch_size: int = 250,
-                        output: Path | None = None) -> tuple[dict, Path]:
+                        output: Path | None = None, caption: dict | None = None
+                        ) -> tuple[dict, Path]:
     """Rebuild a run's model from its .hydra/config.yaml, load ``checkpoint`` and evaluate
-    it on the run's data. Writes eval_<checkpoint stem>.json in the run dir (or ``output``)."""
+    it on the run's data. Writes eval_<checkpoint stem>.json in the run dir (or ``output``).
+    caption: settings that replace the run's ``eval.caption`` ones (strategy, guidance,
+    max_new_tokens, references), so one checkpoint can be scored under other decoding."""
     checkpoint = Path(checkpoint)
     run, data, target = load_run(checkpoint, device)
     eval_cfg = run.cfg.get("eval", {})
+    caption_cfg = {**(eval_cfg.get("caption") or {}), **(caption or {})}
     options = {k: eval_cfg[k] for k in ("needle_items", "blind_captions", "probe_items")
                if k in eval_cfg}
     evaluator = Evaluator(run.tokenizer, data.max_length, target, batch_size,
-                          caption=eval_cfg.get("caption"), **options)
+                          caption=caption_cfg, **options)
     results = evaluator(run.model, data.val_dataset(), data.zero_shot_dataset(),
                         data.zero_shot_templates, train_dataset=data.train_dataset())
     path = output or run.run_dir / f"eval_{checkpoint.stem}.json"

@@ -4,16 +4,17 @@ import torch
 from ssm.decoders import MambaCaptionDecoder, TransformerCaptionDecoder
 
 IMAGE_WIDTH, PATCHES = 12, 5
-KINDS = ["mamba", "mamba_state", "transformer"]
+KINDS = ["mamba", "mamba_state", "mamba_patch_state", "transformer"]
+CONDITIONING = {"mamba": "prefix", "mamba_state": "initial_state",
+                "mamba_patch_state": "patch_state"}
 
 
 def make_decoder(kind: str, seed: int = 0, width: int = 16):
     torch.manual_seed(seed)
     if kind == "transformer":
         return TransformerCaptionDecoder(width=width, depth=2, heads=2, image_width=IMAGE_WIDTH)
-    conditioning = "prefix" if kind == "mamba" else "initial_state"
     return MambaCaptionDecoder(width=width, depth=2, d_state=4, image_width=IMAGE_WIDTH,
-                               conditioning=conditioning, state_width=8)
+                               conditioning=CONDITIONING[kind], state_width=8)
 
 
 def make_varied_decoder(kind: str, seed: int = 0):

@@ -39,15 +39,45 @@ def test_the_image_steers_every_position(decoder):
     assert (logits[0] - logits[1]).abs().amax(-1).min() > 1e-4
 
 
-def test_initial_state_gradients_reach_the_image():
-    """The initial-state conditioning trains through the scan's initial_state gradient."""
-    decoder = make_decoder("mamba_state")
+@pytest.mark.parametrize("kind", ["mamba_state", "mamba_patch_state"])
+def test_initial_state_gradients_reach_the_image(kind):
+    """The state conditionings train through the scan's initial_state gradient; the
+    patch-state one reaches every patch, the pooled one never reads them."""
+    decoder = make_decoder(kind)
     pooled, patches = image_features(2)
     pooled.requires_grad_(True)
+    patches.requires_grad_(True)
     tokens, mask = _tokens(2, 5)
     decoder(pooled, patches, tokens, mask).square().sum().backward()
     assert pooled.grad.abs().sum() > 0
     assert all(p.grad.abs().sum() > 0 for p in decoder.state_in.parameters())
+    if kind == "mamba_patch_state":
+        assert bool((patches.grad.abs().sum(-1) > 0).all())
+    else:
+        assert patches.grad is None or patches.grad.abs().sum() == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_image_dropout_gives_rows_the_null_image_in_training_only(kind):
+    """With image_dropout p each training row reads either its image or the null image
+    (zeros), both seen in one batch at p = 0.5; eval never drops."""
+    decoder = make_decoder(kind)
+    decoder.image_dropout = 0.5
+    pooled, patches = image_features(16)
+    tokens, mask = _tokens(16, 5)
+    with torch.no_grad():
+        decoder.eval()
+        image = decoder(pooled, patches, tokens, mask)
+        null = decoder(*decoder.null_image(pooled, patches), tokens, mask)
+        decoder.train()
+        torch.manual_seed(3)
+        dropped = decoder(pooled, patches, tokens, mask)
+    same_image = (dropped - image).abs().amax((1, 2)) == 0
+    same_null = (dropped - null).abs().amax((1, 2)) == 0
+    assert bool((same_image ^ same_null).all())       # every row is one or the other
+    assert 0 < int(same_null.sum()) < 16
+    decoder.eval()
+    assert torch.equal(decoder(pooled, patches, tokens, mask), image)
 
 
 def test_causal_and_padding_free(decoder):
@@ -126,6 +156,11 @@ def test_bad_input_is_named():
         decoder.start(pooled, patches, 0)
     with pytest.raises(ValueError, match="conditioning must be one of"):
         MambaCaptionDecoder(conditioning="cross")
+    for bad in (1.0, -0.1, "0.1"):
+        with pytest.raises(ValueError, match=r"image_dropout must be a number in \[0, 1\)"):
+            MambaCaptionDecoder(image_dropout=bad)
+        with pytest.raises(ValueError, match=r"image_dropout must be a number in \[0, 1\)"):
+            TransformerCaptionDecoder(image_dropout=bad)
     with pytest.raises(ValueError, match="multiple of heads"):
         TransformerCaptionDecoder(width=10, heads=4)
     transformer = make_decoder("transformer")

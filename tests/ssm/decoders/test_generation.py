@@ -18,14 +18,20 @@ class EarlyEos(ByteTokenizer):
         self.eos_id = eos_id
 
 
-def _full_forward_greedy(decoder, pooled, patches, n):
-    """Argmax decoding that runs the whole forward pass over the growing sequence."""
+def _full_forward_greedy(decoder, pooled, patches, n, guidance=None):
+    """Argmax decoding that runs the whole forward pass over the growing sequence; with a
+    guidance scale s, the argmax of log p_u + s (log p_c - log p_u), p_u read with the null
+    image."""
+    null = decoder.null_image(pooled, patches)
     seq = torch.full((pooled.shape[0], 1), TOKENIZER.bos_id)
     with torch.no_grad():
         for _ in range(n):
             mask = torch.ones_like(seq, dtype=torch.bool)
-            nxt = decoder(pooled, patches, seq, mask)[:, -1].argmax(-1)
-            seq = torch.cat([seq, nxt[:, None]], 1)
+            scores = decoder(pooled, patches, seq, mask)[:, -1]
+            if guidance is not None:
+                blank = decoder(*null, seq, mask)[:, -1].log_softmax(-1)
+                scores = blank + guidance * (scores.log_softmax(-1) - blank)
+            seq = torch.cat([seq, scores.argmax(-1)[:, None]], 1)
     return seq[:, 1:]
 
 
@@ -152,3 +158,45 @@ def test_bad_settings_are_named():
         as_strategy({"name": "beam", "top_p": 0.5})
     with pytest.raises(TypeError, match="tokenizer must have"):
         generate(decoder, pooled, patches, 4, "greedy", tokenizer=None)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_guided_greedy_steps_equal_guided_full_forward_argmax(kind):
+    decoder = make_varied_decoder(kind)
+    pooled, patches = image_features(3)
+    out = generate(decoder, pooled, patches, 12, "greedy", TOKENIZER, stop_at_eos=False,
+                   guidance=3.0)
+    expected = _full_forward_greedy(decoder, pooled, patches, 12, guidance=3.0)
+    assert torch.equal(out.tokens, expected)
+    # Guidance changes what is said: scale 3 is not plain greedy.
+    plain = generate(decoder, pooled, patches, 12, "greedy", TOKENIZER, stop_at_eos=False)
+    assert not torch.equal(out.tokens, plain.tokens)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_guidance_zero_reads_the_null_image_and_one_is_plain(kind):
+    decoder = make_varied_decoder(kind)
+    pooled, patches = image_features(3)
+    null = generate(decoder, *decoder.null_image(pooled, patches), 10, "greedy", TOKENIZER)
+    assert torch.equal(generate(decoder, pooled, patches, 10, "greedy", TOKENIZER,
+                                guidance=0.0).tokens, null.tokens)
+    plain = generate(decoder, pooled, patches, 10, "greedy", TOKENIZER)
+    assert torch.equal(generate(decoder, pooled, patches, 10, "greedy", TOKENIZER,
+                                guidance=1).tokens, plain.tokens)
+
+
+def test_guided_beam_of_width_one_is_guided_greedy():
+    decoder = make_varied_decoder("mamba_state")
+    pooled, patches = image_features(3)
+    greedy = generate(decoder, pooled, patches, 10, "greedy", TOKENIZER, guidance=2.5)
+    beam = generate(decoder, pooled, patches, 10, BeamSearch(num_beams=1), TOKENIZER,
+                    guidance=2.5)
+    assert torch.equal(beam.tokens, greedy.tokens)
+
+
+def test_bad_guidance_is_named():
+    decoder = make_decoder("mamba_state")
+    pooled, patches = image_features(1)
+    for bad in (-1.0, "2", True):
+        with pytest.raises(ValueError, match="guidance must be a number >= 0"):
+            generate(decoder, pooled, patches, 4, "greedy", TOKENIZER, guidance=bad)

@@ -80,3 +80,29 @@ def test_scenes_captioned_by_their_own_grammar_score_perfectly():
     worse = caption_scores(other, items, data.held_out, references=4, verbosity=1)
     assert worse["caption_object_f1"] == 1.0     # same objects, in other words
     assert worse["bleu4"] < 0.9 and worse["cider"] < scores["cider"]
+
+
+def test_novel_pair_recall_counts_only_the_never_trained_pairs():
+    """Captions that leave out every object of a held-out (shape, colour) pair: the seen
+    scenes stay perfect, novel-pair recall is 0, and naming half of them gives 0.5."""
+    data = SyntheticScenes("val", 60, seed=5, image_size=16, verbosity=0)
+    items = [data[i] for i in range(60)]
+    novel = lambda o: (o.shape, o.colour) in data.held_out  # noqa: E731
+
+    def without_novel(objects, keep_every=0):
+        kept = [o for k, o in enumerate(objects) if not novel(o) or (keep_every and k % 2 == 0)]
+        return caption(kept, random.Random(0), 0) if kept else ""
+
+    scores = caption_scores([without_novel(x["objects"]) for x in items], items, data.held_out,
+                            references=1)
+    n_novel = sum(novel(o) for x in items for o in x["objects"])
+    assert scores["caption_novel_pair_objects"] == n_novel > 0
+    assert scores["caption_novel_pair_recall"] == 0.0
+    assert scores["caption_seen_object_f1"] == 1.0 and scores["caption_seen_exact"] == 1.0
+    assert scores["caption_seen_scenes"] + scores["caption_heldout_scenes"] == 60
+    assert scores["caption_heldout_object_precision"] == 1.0
+    assert scores["caption_heldout_object_recall"] < 1.0
+    some = caption_scores([without_novel(x["objects"], keep_every=1) for x in items], items,
+                          data.held_out, references=1)
+    named = sum(novel(o) for x in items for k, o in enumerate(x["objects"]) if k % 2 == 0)
+    assert some["caption_novel_pair_recall"] == pytest.approx(named / n_novel)

@@ -28,23 +28,26 @@ def decoder_sweep(tmp_path_factory):
     return sweep_dir, done.stdout
 
 
-@pytest.mark.slow  # a subprocess sweep: six small training runs
+DECODERS = ("mamba", "mamba_state", "mamba_patch_state", "transformer")
+
+
+@pytest.mark.slow  # a subprocess sweep: eight small training runs
 def test_quick_decoder_sweep_writes_the_report(decoder_sweep):
     sweep_dir, stdout = decoder_sweep
     assert "Comparison report:" in stdout
     markdown = (sweep_dir / "comparison.md").read_text()
     assert markdown.startswith("# Caption decoder comparison")
-    assert "6 jobs: 6 complete, 0 failed, 0 incomplete, 0 missing" in markdown
+    assert "8 jobs: 8 complete, 0 failed, 0 incomplete, 0 missing" in markdown
     assert "apart from `model.decoder`, `seed`" in markdown
     assert "Decoder parameters: largest/smallest − 1 =" in markdown
     assert "## Generation speed" in markdown and "### Batch 4" in markdown
-    for decoder in ("mamba", "mamba_state", "transformer"):
+    for decoder in DECODERS:
         assert f"| {decoder} |" in markdown
     for name in ("learning_curves.png", "captions.png", "generation.png"):
         assert (sweep_dir / name).read_bytes().startswith(PNG_SIGNATURE), name
 
 
-@pytest.mark.slow  # a subprocess sweep: six small training runs
+@pytest.mark.slow  # a subprocess sweep: eight small training runs
 def test_decoder_report_numbers_are_the_runs_mean(decoder_sweep, tmp_path):
     sweep_dir, _ = decoder_sweep
     results = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/results.json"))]
@@ -52,14 +55,14 @@ def test_decoder_report_numbers_are_the_runs_mean(decoder_sweep, tmp_path):
     rows = [line.split(",") for line in (path.parent / "comparison.csv").read_text().splitlines()]
     header, table = rows[0], {r[0]: dict(zip(rows[0], r)) for r in rows[1:]}
     assert header[:2] == ["decoder", "params_decoder"]
-    for decoder in ("mamba", "mamba_state", "transformer"):
+    for decoder in DECODERS:
         mine = [r for r in results if r["decoder"] == decoder]
-        for key in ("caption_object_f1", "bleu4", "cider"):
+        for key in ("caption_object_f1", "caption_seen_object_f1", "bleu4", "cider"):
             assert float(table[decoder][f"{key}_mean"]) == pytest.approx(
                 statistics.fmean(r[key] for r in mine))
     timed = read_rows(sweep_dir / "generation_bench.csv")
     assert {(r["decoder"], r["batch_size"], r["new_tokens"]) for r in timed} == {
-        (d, b, n) for d in ("mamba", "mamba_state", "transformer") for b in (1, 4) for n in (4, 16)}
+        (d, b, n) for d in DECODERS for b in (1, 4) for n in (4, 16)}
     cache = {(r["decoder"], r["batch_size"], r["new_tokens"]): r["cache_mb"] for r in timed}
     assert cache[("mamba", 4, 4)] == cache[("mamba", 4, 16)]
     assert cache[("transformer", 4, 16)] > cache[("transformer", 4, 4)]

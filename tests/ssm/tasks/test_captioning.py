@@ -42,7 +42,7 @@ def test_caption_run_results(runs):
 
 
 @pytest.mark.slow  # three training runs (the default suite trains the Mamba decoder above)
-@pytest.mark.parametrize("decoder", ["mamba", "mamba_state", "transformer"])
+@pytest.mark.parametrize("decoder", ["mamba", "mamba_state", "mamba_patch_state", "transformer"])
 def test_caption_runs_report_caption_metrics(hydra_run, tmp_path, decoder):
     overrides = ("loss=caption", f"model/decoder={decoder}", FAST_CAPTIONS)
     hydra_run(*overrides)
@@ -62,6 +62,23 @@ def test_blip_trains_its_three_terms(hydra_run, tmp_path):
     line = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     assert {"loss_itc", "loss_itm", "loss_caption"} <= set(line)
     assert {"t2i_r5", "itm_acc", "caption_object_f1"} <= set(results) and results["loss"] == "blip"
+
+
+def test_a_checkpoint_is_rescored_under_other_decoding(runs, tmp_path):
+    """evaluate_checkpoint(caption=...) replaces the run's eval.caption settings: guidance
+    1 reproduces the run's caption metrics, guidance 3 decodes otherwise, a bad scale is
+    named before anything runs."""
+    root, _, caption = runs
+    checkpoint = root / "caption" / "checkpoints" / "last.pt"
+    same, _ = evaluate_checkpoint(checkpoint, output=tmp_path / "same.json",
+                                  caption={"guidance": 1.0})
+    for key in ("caption_object_f1", "bleu4", "cider"):
+        assert same[key] == caption[key], key
+    guided, path = evaluate_checkpoint(checkpoint, output=tmp_path / "guided.json",
+                                       caption={"guidance": 3.0, "strategy": "greedy"})
+    assert path.exists() and CAPTION_KEYS - {"decoder", "params_decoder"} <= set(guided)
+    with pytest.raises(ValueError, match="guidance must be a number >= 0"):
+        evaluate_checkpoint(checkpoint, output=tmp_path / "bad.json", caption={"guidance": -1})
 
 
 def test_itc_runs_build_no_decoder(runs):
