@@ -137,6 +137,7 @@ class Guided:
 
     def __init__(self, decoder, scale: float):
         self.decoder, self.scale = decoder, check_guidance(scale)
+        # What the generation loops read of a decoder besides start and step.
         self.embed, self.vocab_size = decoder.embed, decoder.vocab_size
 
     def start(self, image_pooled: Tensor, image_patches: Tensor, max_new_tokens: int):
@@ -165,7 +166,8 @@ def generate(decoder, image_pooled: Tensor, image_patches: Tensor, max_new_token
     ``ssm.data.ByteTokenizer``). guidance: classifier-free guidance scale (1: none)."""
     _check_max_new_tokens(max_new_tokens)
     strategy = as_strategy(strategy)
-    stepper = decoder if check_guidance(guidance) == 1 else Guided(decoder, guidance)
+    scale = check_guidance(guidance)
+    stepper = decoder if scale == 1 else Guided(decoder, scale)
     for attribute in ("bos_id", "eos_id", "pad_id", "decode"):
         if not hasattr(tokenizer, attribute):
             raise TypeError(f"tokenizer must have {attribute} (e.g. ssm.data.ByteTokenizer), "

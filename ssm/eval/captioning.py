@@ -29,11 +29,14 @@ from ssm.data.captions import reference_captions, region, relation
 class CaptionScore:
     """One caption against its scene: matched objects, objects said, objects present."""
 
-    matched: int
     said: int
     present: int
     exact: bool
     found: tuple = ()      # indices of the scene's objects that a said object matched
+
+    @property
+    def matched(self) -> int:
+        return len(self.found)
 
 
 def _fits(said, true) -> bool:
@@ -86,14 +89,13 @@ def score_caption(text: str, objects: Sequence) -> CaptionScore:
     """A caption against the scene's objects (``SceneObject``s)."""
     parsed = parse_caption(text)
     found = tuple(sorted(j for j in max_matching(parsed.objects, objects) if j is not None))
-    matched = len(found)
-    exact = (not parsed.unknown and matched == len(parsed.objects) == len(objects) > 0)
+    exact = (not parsed.unknown and len(found) == len(parsed.objects) == len(objects) > 0)
     if exact:
         # Look-alike objects may match either way round: exact if some way makes every
         # relation true.
         exact = any(_claims_hold(parsed, assignment, objects)
                     for assignment in _perfect_matchings(parsed.objects, objects))
-    return CaptionScore(matched, len(parsed.objects), len(objects), exact, found)
+    return CaptionScore(len(parsed.objects), len(objects), exact, found)
 
 
 def object_metrics(scores: Sequence[CaptionScore], prefix: str = "caption_") -> dict:
