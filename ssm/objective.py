@@ -4,7 +4,9 @@ Terms: ``itc`` (CLIP InfoNCE), ``siglip`` (sigmoid loss; needs the model's logit
 ``cosine`` ((1 - cos)^2 on positive pairs only: it admits collapse, see ssm.losses),
 ``itm`` (BLIP's matching loss with hard negatives drawn from the ITC similarities),
 ``caption`` (image-grounded captioning: next-token loss of the caption decoder, which
-reads the image; caption tokens only, label smoothing ``caption_label_smoothing``) and
+reads the image; caption tokens only, label smoothing ``caption_label_smoothing``; in
+training ``caption_word_noise`` of the history's words substituted, see
+``ssm.decoders.history_noise``) and
 ``text_lm`` (next-token loss of the text tower through its tied head: text only, it never
 sees the image, so it cannot teach captioning; needs a causal text tower).
 """
@@ -17,8 +19,10 @@ import torch
 from torch import nn
 
 from ssm import losses
+from ssm.decoders import check_word_noise, substitute_words
 from ssm.models import CLIP, CLIPOutput
 
+SPACE = 32  # the byte tokenizer's word separator, where caption_word_noise splits words
 TERMS = ("itc", "siglip", "cosine", "text_lm", "itm", "caption")
 
 
@@ -27,7 +31,8 @@ class Objective(nn.Module):
 
     def __init__(self, itc: float = 1.0, siglip: float = 0.0, cosine: float = 0.0,
                  text_lm: float = 0.0, itm: float = 0.0, caption: float = 0.0,
-                 caption_label_smoothing: float = 0.0, lm: Optional[float] = None):
+                 caption_label_smoothing: float = 0.0, caption_word_noise: float = 0.0,
+                 lm: Optional[float] = None):
         super().__init__()
         if lm is not None:
             raise ValueError("loss term lm is now text_lm (next-token loss on the text alone; "
@@ -45,6 +50,16 @@ class Objective(nn.Module):
             raise ValueError(f"caption_label_smoothing must lie in [0, 1), got "
                              f"{caption_label_smoothing!r}")
         self.caption_label_smoothing = caption_label_smoothing
+        self.caption_word_noise = check_word_noise(caption_word_noise)
+        self.word_noise_avoid: frozenset = frozenset()
+
+    def avoid_word_pairs(self, pairs) -> None:
+        """Word pairs (left, right) as strings that ``caption_word_noise`` must never put
+        side by side: the data's held-out pairs, which the noise would otherwise write as
+        text now and then (it draws words blind). Words are byte-tokenised, as the noise
+        reads them."""
+        self.word_noise_avoid = frozenset((tuple(a.encode()), tuple(b.encode()))
+                                          for a, b in pairs)
 
     @property
     def uses_text_tower(self) -> bool:
@@ -83,10 +98,19 @@ class Objective(nn.Module):
         if self.weights["itm"]:
             terms["itm"] = self._itm(model, out, mask, generator)
         if self.weights["caption"]:
-            terms["caption"] = losses.lm_loss(model.caption_logits(out, tokens, mask), tokens,
-                                              mask, self.caption_label_smoothing)
+            terms["caption"] = self._caption(model, out, tokens, mask, generator)
         total = sum(self.weights[name] * value for name, value in terms.items())
         return total, {name: value.detach() for name, value in terms.items()}
+
+    def _caption(self, model, out, tokens, mask, generator):
+        """The decoder's next-token loss; in training, over a history with
+        ``caption_word_noise`` of its words substituted (``ssm.decoders.history_noise``)."""
+        counted = mask
+        if self.training and self.caption_word_noise:
+            tokens, mask, counted = substitute_words(tokens, mask, self.caption_word_noise,
+                                                     SPACE, generator, self.word_noise_avoid)
+        return losses.lm_loss(model.caption_logits(out, tokens, mask), tokens, counted,
+                              self.caption_label_smoothing)
 
     @staticmethod
     def _itm(model, out, mask, generator):

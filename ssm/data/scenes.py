@@ -242,6 +242,12 @@ class SyntheticScenes(Dataset):
     def __len__(self) -> int:
         return self.size
 
+    @property
+    def held_out_phrases(self) -> frozenset[tuple[str, str]]:
+        """The held-out pairs as captions would write them, side by side: (colour, shape)
+        words. Training text must never hold one (``ssm.decoders.history_noise`` avoids them)."""
+        return frozenset((colour, shape) for shape, colour in self.held_out)
+
     def _rng(self, index: int) -> random.Random:
         key = f"{self.seed}|{self._namespace or self.split}|{index}".encode()
         return random.Random(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little"))

@@ -12,12 +12,20 @@ import torch
 from torch.utils.data import DataLoader
 
 from ssm.eval.blind import blind_outcomes, fit_on_training_captions
-from ssm.data import ByteTokenizer
+from ssm.data import ByteTokenizer, SceneObject, SyntheticScenes
+from ssm.eval.composition import forced_shape_choice
 from ssm.eval.generation import CaptionEvaluation
 from ssm.eval.metrics import (BagOfBytesBaseline, class_embeddings, retrieval_metrics,
                               retrieval_ranks, word_order_accuracy, zero_shot_accuracy)
 from ssm.eval.needle import needle_test
 from ssm.eval.probes import CATEGORIES, probe_negatives, probe_rng
+
+
+def _plain_scenes(dataset) -> bool:
+    """Built-in scenes whose captions are the plain grammar's (not dense scenes, not
+    stretched to a fixed length): the composition diagnostic rewrites such captions."""
+    return (isinstance(dataset, SyntheticScenes) and dataset.caption_tokens is None
+            and isinstance(dataset.describe(0)["objects"][0], SceneObject))
 
 
 def _items(dataset, batch_size: int):
@@ -86,6 +94,11 @@ class Evaluator:
                     model, _items(val_dataset, self.batch_size), self.tokenizer, self.max_length,
                     self.device, getattr(val_dataset, "held_out", frozenset()),
                     getattr(val_dataset, "verbosity", None)))
+                if self.caption.forced_shape_scenes and _plain_scenes(val_dataset):
+                    results.update(forced_shape_choice(
+                        model, self.tokenizer, self.max_length, val_dataset.held_out,
+                        val_dataset.verbosity, val_dataset.image_size, self.device,
+                        self.caption.forced_shape_scenes))
         finally:
             model.train(was_training)
         return results

@@ -29,11 +29,12 @@ class CaptionEvaluation:
     max_new_tokens: None means the caption budget, max_length - 1 (BOS takes one).
     strategy: as ``ssm.decoders.as_strategy`` takes it. references: reference captions per
     scene for BLEU and CIDEr. guidance: classifier-free guidance scale (1: none), as
-    ``ssm.decoders.generate`` takes it.
+    ``ssm.decoders.generate`` takes it. forced_shape_scenes: single-object scenes for
+    ``ssm.eval.composition.forced_shape_choice`` on the built-in scenes (0: skip it).
     """
 
     def __init__(self, max_new_tokens: Optional[int] = None, strategy="greedy",
-                 references: int = 5, guidance: float = 1.0):
+                 references: int = 5, guidance: float = 1.0, forced_shape_scenes: int = 240):
         as_strategy(strategy)  # a bad strategy fails now, not after training
         self.guidance = check_guidance(guidance)  # a bad scale fails now, not after training
         if max_new_tokens is not None and (isinstance(max_new_tokens, bool)
@@ -43,7 +44,12 @@ class CaptionEvaluation:
                              f"got {max_new_tokens!r}")
         if isinstance(references, bool) or not isinstance(references, int) or references < 1:
             raise ValueError(f"eval.caption.references must be an int >= 1, got {references!r}")
+        if isinstance(forced_shape_scenes, bool) or not isinstance(forced_shape_scenes, int) \
+                or forced_shape_scenes < 0:
+            raise ValueError(f"eval.caption.forced_shape_scenes must be an int >= 0, got "
+                             f"{forced_shape_scenes!r}")
         self.max_new_tokens, self.strategy, self.references = max_new_tokens, strategy, references
+        self.forced_shape_scenes = forced_shape_scenes
 
     def __call__(self, model, batches, tokenizer, max_length: int, device,
                  held_out=frozenset(), verbosity: Optional[int] = None) -> dict:

@@ -24,6 +24,10 @@ METRICS = (
     ("caption_seen_object_f1", "object F1, seen-pair scenes", ".3f"),
     ("caption_heldout_object_f1", "object F1, held-out-pair scenes", ".3f"),
     ("caption_novel_pair_recall", "novel pairs named", ".3f"),
+    # ssm.eval.composition: the shape the decoder picks for a novel pair after the true
+    # colour word, and after a colour word no held-out pair uses.
+    ("caption_forced_shape_novel", "novel shape, teacher-forced", ".3f"),
+    ("caption_forced_shape_novel_neutral", "novel shape, neutral colour word", ".3f"),
     ("caption_exact", "exact scene", ".3f"),
     ("bleu4", "BLEU-4", ".3f"),
     ("cider", "CIDEr-D", ".3f"),

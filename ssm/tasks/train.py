@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, IterableDataset
 
 from kernels.common.machine import device_name
+from ssm.data import ByteTokenizer
 from ssm.data.files import BadSampleTracker, collate_image_text
 from ssm.encoders import parameter_count
 from ssm.eval.evaluate import Evaluator
@@ -136,6 +137,7 @@ def _train(start: RunStart, dist: DistInfo, group, run_log: RunLog, group_device
     data = build(cfg.data)
     tokenizer = build_tokenizer(cfg)
     objective = build(cfg.loss)
+    _prepare_word_noise(objective, tokenizer, data)
     model = build_model(cfg, objective).to(device)
     check_vocabulary(tokenizer, model.text_encoder)
     start_facts = warm_start(model, cfg.get("init_from"), cfg.get("freeze"))  # before the optimiser
@@ -245,6 +247,17 @@ def _time_budget(start: RunStart, settings, model, objective, data, dist, device
     log.info("time budget %.0f s: %d steps of %.0f ms", settings.time_budget_s,
              chosen["max_steps"], chosen["step_ms_calibrated"])
     return {"time_budget_s": settings.time_budget_s, **chosen}
+
+
+def _prepare_word_noise(objective, tokenizer, data) -> None:
+    """The caption history noise splits words at the space byte, so it needs byte tokens;
+    and it must never write the data's held-out pairs as text."""
+    if not objective.caption_word_noise:
+        return
+    if not isinstance(tokenizer, ByteTokenizer):
+        raise ValueError(f"loss.caption_word_noise needs the byte tokenizer (words are split "
+                         f"at the space byte), got {type(tokenizer).__name__}")
+    objective.avoid_word_pairs(getattr(data.train_dataset(), "held_out_phrases", ()))
 
 
 def _on_main(dist: DistInfo, work):

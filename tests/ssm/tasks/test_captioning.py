@@ -39,6 +39,12 @@ def test_caption_run_results(runs):
     _, _, caption = runs
     assert CAPTION_KEYS <= set(caption) and caption["decoder"] == "MambaCaptionDecoder"
     assert caption["caption_val_images"] == 16 and "caption_heldout_object_f1" in caption
+    # The composition diagnostic (ssm.eval.composition) on the built-in scenes.
+    forced = {k: v for k, v in caption.items() if k.startswith("caption_forced_shape_")}
+    assert forced.pop("caption_forced_shape_neutral_colour") == "blue"
+    assert set(forced) == {f"caption_forced_shape_{k}" for k in
+                           ("seen", "novel", "seen_neutral", "novel_neutral")}
+    assert all(0 <= v <= 1 for v in forced.values())
 
 
 @pytest.mark.slow  # three training runs (the default suite trains the Mamba decoder above)
@@ -169,3 +175,30 @@ def test_generation_benchmark_writes_its_table(tmp_path):
     assert "### Batch 3" in markdown.read_text()
     assert (tmp_path / "generation_bench.png").read_bytes().startswith(b"\x89PNG")
     assert len((tmp_path / "generation_bench.csv").read_text().splitlines()) == 9
+
+
+def test_a_run_with_history_noise_never_writes_held_out_pairs(tmp_path, monkeypatch):
+    from ssm.objective import Objective
+    written = []
+    substitute = Objective._caption
+
+    def recording(self, model, out, tokens, mask, generator):
+        written.append(self.word_noise_avoid)
+        return substitute(self, model, out, tokens, mask, generator)
+
+    monkeypatch.setattr(Objective, "_caption", recording)
+    results = train(compose_train("loss=caption", "loss.caption_word_noise=0.3",
+                                  FAST_CAPTIONS), tmp_path)
+    held_out = SyntheticScenes("train", 1).held_out_phrases
+    assert written and all(pairs == {(tuple(a.encode()), tuple(b.encode()))
+                                     for a, b in held_out} for pairs in written)
+    assert len(held_out) == 10 and results["caption_val_images"] == 16
+
+
+def test_history_noise_needs_the_byte_tokenizer():
+    from ssm.data import HFTokenizer
+    from ssm.objective import Objective
+    from ssm.tasks.train import _prepare_word_noise
+    objective = Objective(itc=0.0, caption=1.0, caption_word_noise=0.1)
+    with pytest.raises(ValueError, match="caption_word_noise needs the byte tokenizer"):
+        _prepare_word_noise(objective, HFTokenizer.__new__(HFTokenizer), None)
