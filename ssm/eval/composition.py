@@ -37,14 +37,14 @@ def neutral_colour(held_out) -> Optional[str]:
 
 
 @torch.no_grad()
-def caption_log_likelihood(model, images: torch.Tensor, texts: Sequence[str], tokenizer,
-                           max_length: int) -> torch.Tensor:
-    """log p(text | image) under ``model``'s caption decoder, summed over the caption's
-    tokens after BOS (EOS included): images (m, 3, h, w), one text each -> (m,)."""
+def caption_log_likelihood(decoder, image_pooled: torch.Tensor, image_patches: torch.Tensor,
+                           texts: Sequence[str], tokenizer, max_length: int) -> torch.Tensor:
+    """log p(text | image) under a caption decoder (in eval mode), summed over the caption's
+    tokens after BOS (EOS included): the image tower's image_pooled (m, wi) and
+    image_patches (m, p, wi), one text each -> (m,)."""
     tokens, mask = tokenizer.batch_encode(list(texts), max_length)
-    tokens, mask = tokens.to(images.device), mask.to(images.device)
-    pooled, patches = model.image_encoder.encode(images)
-    logits = model.decoder(pooled, patches, tokens, mask).float()
+    tokens, mask = tokens.to(image_pooled.device), mask.to(image_pooled.device)
+    logits = decoder(image_pooled, image_patches, tokens, mask).float()
     # Position t predicts token t + 1; pad positions (mask False) add nothing.
     log_p = logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
     return (log_p * mask[:, 1:]).sum(1).cpu()
@@ -65,11 +65,10 @@ def forced_shape_choice(model, tokenizer, max_length: int, held_out, verbosity: 
     was_training = model.training
     model.eval()
     neutral = neutral_colour(held_out)
-    data = zero_shot_set(scenes, seed, image_size)
-    images = [data[index]["image"] for index in range(len(data))]
+    items = list(zero_shot_set(scenes, seed, image_size))
     rows = []           # (scene index, group, true shape, candidate caption)
-    for index in range(len(data)):
-        obj, = data.describe(index)["objects"]
+    for index, item in enumerate(items):
+        obj, = item["objects"]
         group = "novel" if (obj.shape, obj.colour) in held_out else "seen"
         histories = [(group, obj.colour)]
         if neutral is not None and obj.colour != neutral:
@@ -82,11 +81,17 @@ def forced_shape_choice(model, tokenizer, max_length: int, held_out, verbosity: 
                 rows.append((index, key, obj.shape, text))
     scores = []
     try:
+        # Each scene's image through the tower once; its candidates index the features.
+        images = torch.stack([item["image"] for item in items])
+        features = [model.image_encoder.encode(chunk.to(device))
+                    for chunk in images.split(batch_size)]
+        pooled = torch.cat([f[0] for f in features])                  # (scenes, wi)
+        patches = torch.cat([f[1] for f in features])                 # (scenes, p, wi)
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
-            batch = torch.stack([images[i] for i, *_ in chunk]).to(device)
-            scores.append(caption_log_likelihood(model, batch, [r[3] for r in chunk],
-                                                 tokenizer, max_length))
+            scene = torch.tensor([r[0] for r in chunk], device=pooled.device)
+            scores.append(caption_log_likelihood(model.decoder, pooled[scene], patches[scene],
+                                                 [r[3] for r in chunk], tokenizer, max_length))
     finally:
         model.train(was_training)
     scores = torch.cat(scores).view(-1, len(SHAPES))          # (scene x history, shape)
